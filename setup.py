@@ -1,0 +1,30 @@
+from configparser import ConfigParser
+import setuptools
+
+cfg = ConfigParser(delimiters=['='])
+cfg.read('settings.ini', encoding='utf-8')
+cfg = cfg['DEFAULT']
+
+requirements = cfg.get('requirements', '').split()
+dev_requirements = cfg.get('dev_requirements', '').split()
+console_scripts = [s.strip() for s in cfg.get('console_scripts', '').splitlines() if s.strip()]
+
+setuptools.setup(
+    name=cfg['lib_name'],
+    version=cfg['version'],
+    description=cfg['description'],
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    author=cfg['author'],
+    author_email=cfg['author_email'],
+    license='Apache-2.0',
+    url=cfg['git_url'],
+    packages=setuptools.find_packages(include=['roadgie', 'roadgie.*']),
+    include_package_data=True,
+    package_data={'roadgie': ['weights/*.safetensors', 'weights/*.json', 'weights/*.md']},
+    install_requires=requirements,
+    extras_require={'dev': dev_requirements},
+    python_requires='>=' + cfg['min_python'],
+    entry_points={'console_scripts': console_scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+    zip_safe=False,
+)
