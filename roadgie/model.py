@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['DIRECTIONS', 'MODELS', 'PRETRAINED_PATH', 'check_input', 'pad_to', 'shear', 'unshear', 'ShearDirectional',
-           'MaskedDirectional', 'line_image', 'direction_response', 'PaperDirectionalBlock', 'conv_prelu', 'PaperUNet',
-           'cbr', 'DAM', 'LiteNet', 'build_model', 'count_flops', 'make_input', 'export_onnx', 'ort_session',
-           'Predictor', 'save_model', 'load_model', 'load_pretrained', 'benchmark', 'bench_table']
+           'MaskedDirectional', 'line_image', 'direction_response', 'Calibrated', 'PaperDirectionalBlock', 'conv_prelu',
+           'PaperUNet', 'cbr', 'DAM', 'LiteNet', 'build_model', 'count_flops', 'make_input', 'export_onnx',
+           'ort_session', 'Predictor', 'save_model', 'load_model', 'load_pretrained', 'benchmark', 'bench_table']
 
 # %% ../nbs/03_model.ipynb #378730fe
 def check_input(x):
@@ -114,6 +114,17 @@ def direction_response(layer, size=33):
             out[i] = [b[0, :, size // 2, size // 2].mean().item() for b in layer.branches(x)]
     return out
 
+# %% ../nbs/03_model.ipynb #a6eaf6ab
+class Calibrated(nn.Module):
+    "Base of the RoadGIE networks: validated input, and an output `logit_offset` (0 = none) folded in and out. (B,6,H,W)->(B,1,H,W)."
+    logit_offset = 0.0
+    def forward(self, x):
+        check_input(x)
+        o = float(self.logit_offset)
+        if o: x = torch.cat([x[:, :5], x[:, 5:] + o], 1)   # previous logits back to the scale the network learnt
+        y = self.net_forward(x)
+        return y - o if o else y
+
 # %% ../nbs/03_model.ipynb #ffce89d6
 class PaperDirectionalBlock(nn.Module):
     "Released directional block: 1x1 cin->mid, BN, ReLU; 4 length-9 convs; BN, ReLU; 1x1 -> cout, BN, ReLU. (B,cin,H,W)->(B,cout,H,W)."
@@ -128,7 +139,7 @@ def conv_prelu(ci, co):
     "3x3 conv + PReLU, the paper's per-level op."
     return nn.Sequential(nn.Conv2d(ci, co, 3, padding=1), nn.PReLU())
 
-class PaperUNet(nn.Module):
+class PaperUNet(Calibrated):
     "The released RoadGIE network (flat UNet [192]*4 + bottleneck, directional block at full res). (B,6,H,W)->(B,1,H,W) logits."
     stride = 16
     def __init__(self, features=(192, 192, 192, 192), cin=6):
@@ -139,8 +150,7 @@ class PaperUNet(nn.Module):
         self.dec = nn.ModuleList([conv_prelu(2 * c, c) for c in f[:0:-1]])
         self.dab = PaperDirectionalBlock(2 * f[0], 96, f[0])
         self.head = nn.Conv2d(f[0], 1, 1)
-    def forward(self, x):
-        check_input(x)
+    def net_forward(self, x):
         x, (h, w) = pad_to(x, self.stride)
         skips = []
         for blk in self.enc:
@@ -165,7 +175,7 @@ class DAM(nn.Module):
     def forward(self, x): return F.relu(x + self.fuse(self.dirs(self.reduce(x))))
 
 # %% ../nbs/03_model.ipynb #a56f282f
-class LiteNet(nn.Module):
+class LiteNet(Calibrated):
     "CPU-fast RoadGIE: strided UNet to 1/16, DAM at 1/4, space-to-depth full-resolution detail. (B,6,H,W)->(B,1,H,W) logits."
     stride = 16
     def __init__(self, widths=(16, 32, 64, 96), dam_mid=16, k=9, cin=6):
@@ -179,8 +189,7 @@ class LiteNet(nn.Module):
         self.l2, self.d1 = cbr(w2, w1, 1), cbr(w1, w1)
         self.px = nn.Conv2d(4 * cin, w1, 1, bias=False)   # full-res pixels (space-to-depth) into the 1/2 stage
         self.head = nn.Conv2d(w1, 4, 1)                     # 2x2 sub-pixel logits (depth-to-space)
-    def forward(self, x):
-        check_input(x)
+    def net_forward(self, x):
         x, (h, w) = pad_to(x, self.stride)
         up = lambda t, ref: F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)
         f1 = self.s1(x); f2 = self.s2(f1); f3 = self.e3(f2); f4 = self.e4(f3)
@@ -195,12 +204,12 @@ MODELS = {"lite": dict(arch="lite", widths=(16, 32, 64, 96), dam_mid=16, k=9),
           "paper": dict(arch="paper", features=(192, 192, 192, 192))}
 
 def build_model(name="lite", **overrides):
-    "A fresh `name` network ('lite', 'lite-nodam' or 'paper'); forward (B,6,H,W) float32 -> (B,1,H,W) logits."
+    "A fresh `name` network ('lite', 'lite-nodam' or 'paper'; `logit_offset=` see `Calibrated`); (B,6,H,W) -> (B,1,H,W) logits."
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {sorted(MODELS)}")
     cfg = {**MODELS[name], **overrides}
-    arch = cfg.pop("arch")
+    arch, offset = cfg.pop("arch"), float(cfg.pop("logit_offset", 0.0))
     m = LiteNet(**cfg) if arch == "lite" else PaperUNet(**cfg)
-    m.name, m.config = name, {**MODELS[name], **overrides}
+    m.name, m.config, m.logit_offset = name, {**MODELS[name], **overrides}, offset
     return m
 
 # %% ../nbs/03_model.ipynb #9bd7573b
@@ -240,8 +249,9 @@ def make_input(image, prompts, prev_logits=None):
 _ONNX_CACHE = weakref.WeakKeyDictionary()  # model -> (weights fingerprint, ONNX bytes)
 
 def _fingerprint(model):
-    "Changes whenever a parameter or buffer is replaced or updated in place."
-    return tuple((k, t.data_ptr(), t._version) for k, t in model.state_dict(keep_vars=True).items())
+    "Changes whenever a parameter or buffer is replaced or updated in place, or the logit offset changes."
+    return (float(getattr(model, "logit_offset", 0.0)),) + \
+        tuple((k, t.data_ptr(), t._version) for k, t in model.state_dict(keep_vars=True).items())
 
 def export_onnx(model):
     "ONNX bytes of `model` (opset 17, TorchScript exporter, input 'x' (B,6,H,W) with dynamic B, H, W); cached per model."
