@@ -14,9 +14,9 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'samples_dir', 'shared_roads_dir', 'default_data_root', 'training_data_root', 'load_image', 'load_mask',
-           'save_image', 'save_mask', 'random_crop', 'augment_pair', 'benchmark_augment', 'find_tiles', 'tile_table',
-           'RoadTiles', 'show_tiles']
+__all__ = ['IMAGE_EXTS', 'samples_dir', 'shared_roads_dir', 'default_data_root', 'training_data_root', 'to_rgb', 'load_image',
+           'load_mask', 'save_image', 'save_mask', 'random_crop', 'augment_pair', 'benchmark_augment', 'find_tiles',
+           'tile_table', 'RoadTiles', 'show_tiles']
 
 # %% ../nbs/00_data.ipynb #22821759
 def _repo_root() -> Path:
@@ -81,15 +81,20 @@ def _to_unit(a: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer): return np.clip(a.astype(np.float32) / 65535.0, 0, 1)
     return np.clip(np.nan_to_num(a.astype(np.float32)), 0, 1)
 
+def to_rgb(a: np.ndarray) -> np.ndarray:
+    "An image array (H,W) or (H,W,1-4) -> (H,W,3) float32 in [0,1]: gray/RGBA become RGB, integers scaled by bit depth."
+    a = np.asarray(a)
+    if a.ndim == 2: a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"expected 1-4 bands (gray, gray+alpha, RGB, RGBA) in an (H,W) or (H,W,C) array, got shape {a.shape}")
+    if a.shape[-1] != 3: a = np.repeat(a[..., :1], 3, axis=-1) if a.shape[-1] < 3 else a[..., :3]
+    return np.ascontiguousarray(_to_unit(a))
+
 def load_image(path) -> np.ndarray:
     "Read an image file -> (H,W,3) float32 in [0,1]; gray/RGBA become RGB, 16-bit is scaled by 65535."
     a = _read_array(path)
-    if a.ndim == 2: a = a[..., None]
-    c = a.shape[-1]
-    if c in (1, 2): a = np.repeat(a[..., :1], 3, axis=-1)
-    elif c == 4: a = a[..., :3]
-    elif c != 3: raise ValueError(f"{path}: expected 1-4 bands (gray, gray+alpha, RGB, RGBA), got {c}")
-    return np.ascontiguousarray(_to_unit(a))
+    try: return to_rgb(a)
+    except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
 # %% ../nbs/00_data.ipynb #89fc9813
 def _binarise(a: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk, skeletonize
-from .data import load_image, save_mask as _save_mask
+from .data import load_image, to_rgb, save_mask as _save_mask
 from .graph import mask_to_graph, graph_to_geojson, graph_length
 from .prompts import PromptState, draw_polyline, draw_disk
 
@@ -21,23 +21,18 @@ __all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'P
 # %% ../nbs/08a_interactive.ipynb #62e5dca0
 def as_rgb(image # (H,W), (H,W,1|2|3|4) array: uint8, uint16, bool or float in [0,1]
           ) -> np.ndarray: # (H,W,3) float32 in [0,1]
-    "Convert an image array to (H,W,3) float32 RGB in [0,1], as `load_image` does for files."
+    "Check an in-memory image strictly (dtype, finite [0,1] floats), then convert it as `load_image` does for files."
     a = np.asarray(image)
-    if a.ndim == 2: a = a[..., None]
-    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4) or min(a.shape[:2]) < 1:
+    if a.ndim not in (2, 3) or min(a.shape[:2], default=0) < 1:
         raise ValueError(f"expected an image of shape (H,W) or (H,W,C) with C in 1-4 (gray, gray+alpha, RGB, RGBA), got {a.shape}")
-    if a.dtype == bool: a = a.astype(np.float32)
-    elif np.issubdtype(a.dtype, np.integer):
-        if a.dtype not in (np.uint8, np.uint16): raise ValueError(f"expected uint8 or uint16 integers, got {a.dtype}")
-        a = a.astype(np.float32) / np.iinfo(a.dtype).max
-    elif np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
-            raise ValueError("expected float pixel values in [0, 1] (finite), "
-                             f"got range [{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]")
-    else: raise ValueError(f"expected a numeric image array, got dtype {a.dtype}")
-    if a.shape[2] in (1, 2): a = np.repeat(a[..., :1], 3, axis=2)
-    return np.ascontiguousarray(a[..., :3])
+    if np.issubdtype(a.dtype, np.integer) and a.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"expected uint8 or uint16 integers, got {a.dtype}")
+    if np.issubdtype(a.dtype, np.floating) and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+        raise ValueError("expected float pixel values in [0, 1] (finite), "
+                         f"got range [{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]")
+    if not (a.dtype == bool or np.issubdtype(a.dtype, np.number)): raise ValueError(f"expected a numeric image array, got dtype {a.dtype}")
+    try: return to_rgb(a)
+    except ValueError as e: raise ValueError(f"expected an image of shape (H,W) or (H,W,C) with C in 1-4 (gray, gray+alpha, RGB, RGBA): {e}") from None
 
 # %% ../nbs/08a_interactive.ipynb #81b18864
 def check_points(points, # sequence of (x, y) pixel coordinates
