@@ -24,7 +24,7 @@ __all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 
            'list_checkpoints', 'read_checkpoint', 'latest_checkpoint', 'restore_checkpoint', 'resolve_device',
            'setup_distributed', 'plot_metrics', 'instance_target_fn', 'check_expert_dir', 'train_config',
            'budget_total', 'train', 'main', 'notebook_path', 'parse_papermill_args', 'train_cli', 'ship_run',
-           'tile_counts', 'benchmark_rounds']
+           'tile_counts', 'benchmark_rounds', 'calibrate_threshold', 'calibrate_weights']
 
 # %% ../nbs/07_training.ipynb #a6c7e69d
 def prompt_tensors(states, # list of B PromptState
@@ -826,6 +826,35 @@ def benchmark_rounds(model:str="lite", batch:int=8, crop:int=256, rounds:int=5, 
     for n, r in res.items():
         print(f"{n:>18}: {r['s_per_step']:6.2f} s/step, {r['samples_per_hour']:7.0f} samples/h ({base / r['s_per_step']:.2f}x)")
     return res
+
+# %% ../nbs/07_training.ipynb #ec64740b
+def calibrate_threshold(model, dataset, # validation items (RoadTiles-style)
+                        thresholds=(0.5, 0.6, 0.7, 0.8, 0.9), rounds:int=5, seed:int=0):
+    "Play the validation protocol at each probability threshold -> (best threshold by Dice averaged over rounds, table)."
+    import pandas as pd
+    rows = []
+    for t in thresholds:
+        s = summarize(validate(model, dataset, rounds, seed, threshold=t)); a = s[s.source == "all"]
+        rows.append(dict(threshold=t, mean_dice=float(a.dice.mean()), **{f"dice_r{r}": float(d) for r, d in zip(a["round"], a.dice)}))
+    df = pd.DataFrame(rows)
+    return float(df.loc[df.mean_dice.idxmax(), "threshold"]), df
+
+def calibrate_weights(path, # weights saved by save_model (uncalibrated: logit_offset 0)
+                      dataset, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9), rounds:int=5, seed:int=0):
+    "Fold the best validation threshold into the weights at `path` as a logit offset; notes it in a README.md beside them."
+    net = load_model(path)
+    if net.logit_offset: raise ValueError(f"{path} is already calibrated (logit_offset {net.logit_offset:.3f})")
+    t, df = calibrate_threshold(net, dataset, thresholds, rounds, seed)
+    net.logit_offset = math.log(t / (1 - t)); net.config["logit_offset"] = net.logit_offset
+    save_model(net, path)
+    card = Path(path).parent / "README.md"
+    if card.exists():
+        card.write_text(card.read_text() + "\n## Decision threshold\n\nChosen on the val split by `roadgie.training.calibrate_weights` "
+            f"(Dice averaged over {rounds} rounds of the protocol) and folded into the weights as a logit offset of "
+            f"{net.logit_offset:.3f}: `sigmoid(logit) > 0.5` now means probability > {t} of the trained network. "
+            "The per-round tables above were measured at 0.5.\n\n" + "| " + " | ".join(df.columns) + " |\n" +
+            "|---" * len(df.columns) + "|\n" + "".join("| " + " | ".join(f"{v:.3f}" for v in r) + " |\n" for r in df.values))
+    return t, df
 
 # %% ../nbs/07_training.ipynb #f68eacce
 if __name__ == "__main__" and "__file__" in globals(): main()  # `python -m roadgie.training`; not in a notebook kernel
