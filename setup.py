@@ -25,7 +25,7 @@ setuptools.setup(
                  'Topic :: Scientific/Engineering :: Image Recognition'],
     packages=setuptools.find_packages(include=['roadgie', 'roadgie.*']),
     include_package_data=True,
-    package_data={'roadgie': ['weights/*.safetensors', 'weights/*.json', 'weights/*.md']},
+    package_data={'roadgie': ['weights/*.safetensors', 'weights/*.json', 'weights/*.md', 'weights/*.png']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],
