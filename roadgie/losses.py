@@ -143,13 +143,14 @@ def soft_cldice_loss(logits, # (B,1,H,W) raw logits
 # %% ../nbs/04_losses.ipynb #69670632
 class RoadGIELoss(nn.Module):
     "Weighted focal + soft Dice + prompt-excluded skeleton recall (+ soft clDice) for one round; tensors (B,1,H,W)."
-    def __init__(self, focal=1.0, dice=1.0, skeleton=1.0, cldice=0.0, gamma=2.0, alpha=None, cldice_iters=10):
+    def __init__(self, focal=1.0, dice=1.0, skeleton=1.0, cldice=0.0, gamma=2.0, alpha=None, cldice_iters=10,
+                 log_unused=True): # also compute (no grad) and log the zero-weight terms; False skips them (faster)
         super().__init__()
         self.w = dict(focal=focal, dice=dice, skeleton=skeleton, cldice=cldice)
         for k, v in self.w.items():
             if v < 0: raise ValueError(f"expected a non-negative weight for {k}, got {v}")
         if gamma < 0: raise ValueError(f"expected gamma >= 0, got {gamma}")
-        self.gamma, self.alpha, self.cldice_iters = gamma, alpha, cldice_iters
+        self.gamma, self.alpha, self.cldice_iters, self.log_unused = gamma, alpha, cldice_iters, log_unused
 
     def forward(self, logits, target, tube, prompt_mask=None):
         "Return (total loss tensor, {'focal','dice','skeleton','cldice','total': float})."
@@ -161,8 +162,9 @@ class RoadGIELoss(nn.Module):
         total, logs = logits.new_zeros(()), {}
         for k, fn in fns.items():
             if self.w[k] > 0: v = fn(); total = total + self.w[k] * v
-            else:
+            elif self.log_unused:
                 with torch.no_grad(): v = fn()
+            else: continue
             logs[k] = float(v.detach())
         logs["total"] = float(total.detach())
         return total, logs

@@ -19,7 +19,7 @@ from .metrics import dice, evaluate
 
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 'set_epoch', 'load_uncertainty', 'TrainSamples',
-           'SyntheticTiles', 'training_datasets', 'ResumableSampler', 'WarmupCosine', 'TrainLoss', 'pick_grad_rounds',
+           'SyntheticTiles', 'training_datasets', 'ResumableSampler', 'WarmupCosine', 'pick_grad_rounds',
            'interactive_step', 'play_tile', 'validate', 'summarize', 'rng_state', 'set_rng_state', 'save_checkpoint',
            'list_checkpoints', 'read_checkpoint', 'latest_checkpoint', 'restore_checkpoint', 'resolve_device',
            'setup_distributed', 'plot_metrics', 'instance_target_fn', 'check_expert_dir', 'train_config',
@@ -150,21 +150,6 @@ class WarmupCosine:
         if s < self.warmup: return (s + 1) / (self.warmup + 1)
         t = min(1.0, (s - self.warmup) / max(1, self.total - self.warmup))
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-# %% ../nbs/07_training.ipynb #8b5ff225
-class TrainLoss(RoadGIELoss):
-    "RoadGIELoss that skips zero-weight terms -> (total, {'focal','dice','skeleton',('cldice'),'total': float}); (B,1,H,W)."
-    def forward(self, logits, target, tube, prompt_mask=None):
-        fns = dict(focal=lambda: focal_loss(logits, target, self.gamma, self.alpha),
-                   dice=lambda: soft_dice_loss(logits, target),
-                   skeleton=lambda: skeleton_recall_loss(logits, tube, prompt_mask),
-                   cldice=lambda: soft_cldice_loss(logits, target, self.cldice_iters))
-        total, logs = logits.new_zeros(()), {}
-        for k, fn in fns.items():
-            if self.w[k] > 0:
-                v = fn(); total = total + self.w[k] * v; logs[k] = float(v.detach())
-        logs["total"] = float(total.detach())
-        return total, logs
 
 # %% ../nbs/07_training.ipynb #2f0d0323
 def pick_grad_rounds(rounds:int, k:int|None, rng, policy:str="first+random") -> list[int]:
@@ -523,7 +508,7 @@ def train(**config) -> dict:
     total = c["epochs"] * spe
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(total, c["warmup"] if c["warmup"] is not None
                                                                  else min(200, max(1, total // 20))))
-    loss_fn = TrainLoss()
+    loss_fn = RoadGIELoss(log_unused=False)
     epoch0, batch0, step, best, best_epoch, rows = 0, 0, 0, -1.0, None, []
     prev = dict(train_s_total=0.0, wall_s_total=0.0, sessions=0)   # earlier sessions of a resumed run
     if c["resume"]:
@@ -812,7 +797,7 @@ def benchmark_rounds(model:str="lite", batch:int=8, crop:int=256, rounds:int=5, 
     "Print and return median seconds per training step and samples/hour for grad policies all / last k / first+random."
     ds, _ = training_datasets(data_root, crop, seed=seed, max_train_tiles=batch, max_val_tiles=0)
     b = next(iter(DataLoader(ds, batch_size=batch)))
-    net, lf = build_model(model).to(memory_format=torch.channels_last), TrainLoss()
+    net, lf = build_model(model).to(memory_format=torch.channels_last), RoadGIELoss(log_unused=False)
     opt = torch.optim.AdamW(net.parameters(), 1e-4)
     res = {}
     for name, pol, kk in (("all rounds", "last", None), (f"last {k}", "last", k), (f"first+random {k}", "first+random", k)):
