@@ -13,6 +13,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 from .data import load_mask, save_image, save_mask
 from .graph import mask_to_graph, graph_to_geojson
+from .metrics import iou
 from .prompts import PromptState, draw_disk, draw_polyline
 from .interactive import as_predictor
 
@@ -21,7 +22,7 @@ __all__ = ['NODATA_LOGIT', 'WGS84_A', 'WGS84_F', 'WIDTHS_M', 'SYNTHETIC_HIGHWAY'
            'axis_windows', 'plan_scene', 'axis_weights', 'read_geojson', 'to_pixels', 'ScenePrompt', 'scene_prompts',
            'prompt_channels', 'SceneResult', 'predict_scene', 'geodesic_length', 'crs_name', 'network_geojson',
            'write_mask', 'segment_scene', 'geojson_on_mask', 'ground_resolution', 'rasterize_centrelines',
-           'graph_centrelines', 'iou', 'fuse_with_prediction', 'cut_tiles', 'window_cores', 'write_test_scene',
+           'graph_centrelines', 'fuse_with_prediction', 'cut_tiles', 'window_cores', 'write_test_scene',
            'benchmark_scene']
 
 # %% ../nbs/10_geo.ipynb #70f19f55
@@ -535,11 +536,6 @@ def graph_centrelines(graph, # road graph: edge 'pts' (N,2) (x, y) pixels, optio
     name = crs_name(None if crs is None else CRS.from_user_input(crs))
     if name and name.startswith("EPSG:"): fc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{name[5:]}"}}
     return fc
-
-def iou(a, b) -> float:
-    "Intersection over union of two bool masks (1.0 when both are empty)."
-    a, b = np.asarray(a, bool), np.asarray(b, bool); u = (a | b).sum()
-    return float((a & b).sum() / u) if u else 1.0
 
 # %% ../nbs/10_geo.ipynb #568d7fa6
 def fuse_with_prediction(centreline_mask, # (H,W) bool, e.g. from rasterize_centrelines
