@@ -14,8 +14,8 @@ __all__ = ['repo_root', 'run_notebook', 'export_figures', 'demo_notebooks', 'dem
 # %% ../nbs/11_cli.ipynb #f04faf0b
 def repo_root() -> Path:
     "The checkout the package was installed from (editable install), where `nbs/` and `runs/` live."
-    import roadgie
-    root = Path(roadgie.__file__).resolve().parents[1]
+    from roadgie.data import repo_root as root_of_package
+    root = root_of_package()
     if not (root / "nbs").is_dir():
         raise FileNotFoundError(f"roadgie's notebooks were not found at {root / 'nbs'}: the console scripts run the "
                                 "notebooks of a source checkout; install with `pip install -e .` from a clone")

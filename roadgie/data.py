@@ -14,12 +14,12 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'samples_dir', 'shared_roads_dir', 'default_data_root', 'training_data_root', 'to_rgb', 'load_image',
-           'load_mask', 'save_image', 'save_mask', 'random_crop', 'augment_pair', 'benchmark_augment', 'find_tiles',
-           'tile_table', 'RoadTiles', 'show_tiles']
+__all__ = ['IMAGE_EXTS', 'repo_root', 'samples_dir', 'shared_roads_dir', 'default_data_root', 'training_data_root', 'to_rgb',
+           'load_image', 'load_mask', 'save_image', 'save_mask', 'random_crop', 'augment_pair', 'benchmark_augment',
+           'find_tiles', 'tile_table', 'RoadTiles', 'show_tiles']
 
 # %% ../nbs/00_data.ipynb #22821759
-def _repo_root() -> Path:
+def repo_root() -> Path:
     "The repository root: two levels above this module, else the first parent of the cwd holding settings.ini."
     f = globals().get("__file__")
     if f and Path(f).resolve().parent.name == "roadgie": return Path(f).resolve().parents[1]
@@ -29,11 +29,11 @@ def _repo_root() -> Path:
 
 def samples_dir() -> Path:
     "The bundled `data_samples/` folder of synthetic tiles."
-    return _repo_root() / "data_samples"
+    return repo_root() / "data_samples"
 
 def shared_roads_dir() -> Path | None:
     "`$ROADGIE_SHARED/data/roads` or `../shared/data/roads` beside the repo, if it holds a tiles.csv; else None."
-    shared = Path(os.environ["ROADGIE_SHARED"]) if os.environ.get("ROADGIE_SHARED") else _repo_root().parent / "shared"
+    shared = Path(os.environ["ROADGIE_SHARED"]) if os.environ.get("ROADGIE_SHARED") else repo_root().parent / "shared"
     root = shared / "data" / "roads"
     return root if (root / "tiles.csv").exists() else None
 

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from safetensors.torch import load_file, save_file
-from .data import RoadTiles, training_data_root
+from .data import RoadTiles, repo_root, training_data_root
 from .model import build_model, save_model, load_model
 from .prompts import PromptState, initial_prompts, correction_prompts
 from .losses import RoadGIELoss, skeleton_tube, focal_loss, soft_dice_loss, skeleton_recall_loss, soft_cldice_loss
@@ -676,8 +676,7 @@ def main(argv=None) -> dict:
 # %% ../nbs/07_training.ipynb #7fffa90c
 def notebook_path() -> Path:
     "This notebook (nbs/07_training.ipynb) in the source checkout the package was installed from."
-    import roadgie
-    p = Path(roadgie.__file__).resolve().parents[1] / "nbs" / "07_training.ipynb"
+    p = repo_root() / "nbs" / "07_training.ipynb"
     if not p.exists(): raise FileNotFoundError(f"{p} not found: roadgie-train runs the notebook of a source checkout "
                                                "(pip install -e . from a clone); use `python -m roadgie.training` otherwise")
     return p
