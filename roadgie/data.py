@@ -15,8 +15,8 @@ from scipy import ndimage
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'repo_root', 'samples_dir', 'shared_roads_dir', 'default_data_root', 'training_data_root', 'to_rgb',
-           'load_image', 'load_mask', 'save_image', 'save_mask', 'random_crop', 'augment_pair', 'benchmark_augment',
-           'find_tiles', 'tile_table', 'RoadTiles', 'show_tiles']
+           'load_image', 'load_mask', 'save_image', 'save_mask', 'random_crop', 'scaled_crop', 'augment_pair',
+           'benchmark_augment', 'find_tiles', 'tile_table', 'RoadTiles', 'show_tiles']
 
 # %% ../nbs/00_data.ipynb #22821759
 def repo_root() -> Path:
@@ -147,6 +147,25 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Genera
     y, x = rng.integers(0, ph - h + 1), rng.integers(0, pw - w + 1)
     return image[y:y+h, x:x+w], mask[y:y+h, x:x+w]
 
+# %% ../nbs/00_data.ipynb #42ca8f9e
+def scaled_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Generator,
+                scale=(0.6, 1.8)): # (lo, hi) zoom range; 1 = native ground resolution
+    "Random window of image (H,W,3) and mask (H,W) zoomed by a log-uniform factor in `scale`, resampled to `size`."
+    lo, hi = scale
+    if not 0 < lo <= hi: raise ValueError(f"scale: expected 0 < lo <= hi, got {scale}")
+    h, w = _hw(size); H, W = mask.shape
+    f = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    f = max(f, h / max(H, h), w / max(W, w))                 # never a window larger than the tile
+    ch, cw = max(1, round(h / f)), max(1, round(w / f))
+    img, msk = random_crop(image, mask, (ch, cw), rng)
+    if (ch, cw) == (h, w): return img, msk
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+    m = torch.from_numpy(msk.astype(np.float32))[None, None]
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=f < 1)
+    m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+    return x[0].permute(1, 2, 0).clamp(0, 1).contiguous().numpy(), m[0, 0].numpy() > 0.5
+
+
 # %% ../nbs/00_data.ipynb #c8fad072
 def _theta(H: int, W: int, angle: float, scale: float, tx: float, ty: float, fx: bool, fy: bool) -> torch.Tensor:
     "(1,2,3) affine_grid matrix: output -> input coords for rotation (deg), zoom, shift (fraction of size) and flips."
@@ -273,9 +292,10 @@ def tile_table(root=None, split=None) -> pd.DataFrame:
 # %% ../nbs/00_data.ipynb #f11c8cd3
 class RoadTiles(torch.utils.data.Dataset):
     "Road tiles under `root` (index, images/+masks/, or DeepGlobe layout) as dicts of image (3,H,W), mask (1,H,W), source, stem."
-    def __init__(self, root=None, split=None, size=None, augment: bool = False, seed: int = 0, threshold: float = 0.5):
+    def __init__(self, root=None, split=None, size=None, augment: bool = False, seed: int = 0, threshold: float = 0.5,
+                 scale=None): # (lo, hi): zoom crops by a random factor (`scaled_crop`); None = native resolution
         self.root = Path(root) if root is not None else default_data_root()
-        self.split, self.augment, self.seed, self.threshold, self.epoch = split, augment, seed, threshold, 0
+        self.split, self.augment, self.seed, self.threshold, self.epoch, self.scale = split, augment, seed, threshold, 0, scale
         self.size = None if size is None else _hw(size)
         self.records = find_tiles(self.root, split)
 
@@ -297,7 +317,8 @@ class RoadTiles(torch.utils.data.Dataset):
         i = i % len(self); r = self.records[i]
         img, msk = self.load(i)
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        if self.size is not None: img, msk = random_crop(img, msk, self.size, rng)
+        if self.size is not None and self.scale is not None: img, msk = scaled_crop(img, msk, self.size, rng, self.scale)
+        elif self.size is not None: img, msk = random_crop(img, msk, self.size, rng)
         if self.augment: img, msk = augment_pair(img, msk, rng)
         return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
                 "mask": torch.from_numpy(msk[None].astype(np.float32)), "source": r["source"], "stem": r["stem"]}

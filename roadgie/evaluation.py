@@ -10,61 +10,22 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 from .data import RoadTiles, samples_dir
-from .prompts import KINDS, PromptState, simulate_prompt, correction_prompts
+from .prompts import (KINDS, PromptState, simulate_prompt, correction_prompts, _check_kind, round_rng,
+                      largest_component, initial_prompt, correction_prompt)
 from .metrics import evaluate
 from .interactive import InteractiveSession, PromptDilation, as_predictor
 
 # %% auto #0
-__all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'round_rng', 'largest_component', 'initial_prompt', 'correction_prompt',
-           'road_width', 'PromptsAlone', 'RandomWalker', 'Automatic', 'load_network', 'check_methods', 'make_methods',
-           'simulate_user', 'noc', 'tile_table', 'mean_ci', 'report_rounds', 'summarize', 'markdown_table',
-           'plot_curves', 'plot_worst', 'select_tiles', 'run_benchmark', 'write_outputs']
+__all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'road_width', 'PromptsAlone', 'RandomWalker', 'Automatic',
+           'load_network', 'check_methods', 'make_methods', 'simulate_user', 'noc', 'tile_table', 'mean_ci',
+           'report_rounds', 'summarize', 'markdown_table', 'plot_curves', 'plot_worst', 'select_tiles', 'run_benchmark',
+           'write_outputs']
 
 # %% ../nbs/08_evaluation.ipynb #01953563
 METRICS = ("dice", "recall", "precision", "iou", "cldice", "apls", "b0_error", "b1_error")
 METHODS = ("roadgie-lite", "auto", "random-walker", "prompts", "paper")
 REPORT_ROUNDS = (1, 3, 5, 10)
 
-def round_rng(stem:str, # tile name
-              seed:int=0, # benchmark seed
-              rnd:int=1, # interaction round, 1-based
-             ) -> np.random.Generator:
-    "The generator for round `rnd` of tile `stem`: the same for every method and every run."
-    return np.random.default_rng([int(seed), zlib.crc32(str(stem).encode()), int(rnd)])
-
-# %% ../nbs/08_evaluation.ipynb #07078789
-def largest_component(mask # (H,W) bool road mask
-                     ) -> np.ndarray: # (H,W) bool: its largest 8-connected component (empty if none)
-    "The 8-connected component of `mask` with the most pixels; ties go to the first in raster order."
-    m = np.asarray(mask)
-    if m.ndim != 2: raise ValueError(f"expected an (H,W) mask, got shape {m.shape}")
-    lab, n = ndimage.label(m.astype(bool), structure=np.ones((3, 3)))
-    if n == 0: return np.zeros(m.shape, bool)
-    area = np.bincount(lab.ravel()); area[0] = 0
-    return lab == int(np.argmax(area))
-
-# %% ../nbs/08_evaluation.ipynb #00432d65
-def _check_kind(kind):
-    if kind not in KINDS: raise ValueError(f"unknown prompt kind {kind!r}: expected one of {KINDS}")
-
-def initial_prompt(gt, # (H,W) bool ground truth
-                   kind:str, # "bezier", "line", "center" or "point"
-                   rng:np.random.Generator,
-                  ) -> np.ndarray: # (H,W) float32 in [0,1], a positive prompt
-    "Round 1: one positive prompt of `kind` on the largest road component of `gt`."
-    _check_kind(kind)
-    comp = largest_component(gt)
-    if not comp.any(): raise ValueError("expected a ground truth with at least one road pixel, got an empty mask")
-    return simulate_prompt(comp, kind, rng)
-
-def correction_prompt(pred, gt, # (H,W) bool current mask and ground truth
-                      kind:str, rng:np.random.Generator, min_area:int=5,
-                     ): # (mask (H,W) float32, positive bool), or None when no error component is left
-    "Later rounds: one prompt of `kind` on the largest error component (FN -> positive, FP -> negative)."
-    _check_kind(kind)
-    st = correction_prompts(pred, gt, PromptState(np.shape(gt)), rng, kind=kind, strategy="largest", n=1,
-                            min_area=min_area)
-    return st.history[0] if st.history else None
 
 # %% ../nbs/08_evaluation.ipynb #e40ce548
 def road_width(gt # (H,W) bool road mask

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['DIRECTIONS', 'MODELS', 'PRETRAINED_PATH', 'check_input', 'pad_to', 'shear', 'unshear', 'ShearDirectional',
            'MaskedDirectional', 'line_image', 'direction_response', 'Calibrated', 'PaperDirectionalBlock', 'conv_prelu',
-           'PaperUNet', 'cbr', 'DAM', 'LiteNet', 'build_model', 'count_flops', 'make_input', 'export_onnx',
-           'ort_session', 'Predictor', 'save_model', 'load_model', 'load_pretrained', 'benchmark', 'bench_table']
+           'PaperUNet', 'cbr', 'DAM', 'Bottleneck', 'LiteNet', 'build_model', 'count_flops', 'make_input',
+           'export_onnx', 'ort_session', 'Predictor', 'save_model', 'load_model', 'load_pretrained', 'benchmark',
+           'bench_table']
 
 # %% ../nbs/03_model.ipynb #378730fe
 def check_input(x):
@@ -175,15 +176,32 @@ class DAM(nn.Module):
     def forward(self, x): return F.relu(x + self.fuse(self.dirs(self.reduce(x))))
 
 # %% ../nbs/03_model.ipynb #a56f282f
+class Bottleneck(nn.Module):
+    "Residual bottleneck: 1x1 reduce to `mid`, 3x3 with dilation `d`, 1x1 expand, + identity, ReLU. (B,C,H,W)->(B,C,H,W)."
+    def __init__(self, c, mid, d=1):
+        super().__init__()
+        self.f = nn.Sequential(cbr(c, mid, 1), nn.Conv2d(mid, mid, 3, 1, d, d, bias=False), nn.BatchNorm2d(mid),
+                               nn.ReLU(inplace=True), nn.Conv2d(mid, c, 1, bias=False), nn.BatchNorm2d(c))
+    def forward(self, x): return F.relu(x + self.f(x))
+
 class LiteNet(Calibrated):
-    "CPU-fast RoadGIE: strided UNet to 1/16, DAM at 1/4, space-to-depth full-resolution detail. (B,6,H,W)->(B,1,H,W) logits."
+    "CPU-fast RoadGIE: strided UNet to 1/16 with dilated context blocks, DAM at 1/8 and 1/4, full-resolution detail. (B,6,H,W)->(B,1,H,W)."
     stride = 16
-    def __init__(self, widths=(16, 32, 64, 96), dam_mid=16, k=9, cin=6):
+    def __init__(self, widths=(16, 32, 64, 96), # channels at 1/2, 1/4, 1/8, 1/16
+                 dam_mid=16, k=9, cin=6, # DAM width (0 = no DAM) and directional kernel length
+                 mids=(32, 64), # bottleneck widths at 1/8 and 1/16
+                 blocks3=(), # dilations of the bottleneck blocks at 1/8 (one block each)
+                 blocks4=None, # dilations of the bottleneck blocks at 1/16; None = one plain 3x3 conv (the first lite design)
+                 dam8:bool=False): # a second DAM at 1/8
         super().__init__()
         w1, w2, w3, w4 = widths
-        self.s1, self.s2, self.e3 = cbr(cin, w1, 3, 2), cbr(w1, w2, 3, 2), cbr(w2, w3, 3, 2)  # 1/2, 1/4, 1/8
-        self.e4 = nn.Sequential(cbr(w3, w4, 3, 2), cbr(w4, w4))                                # 1/16
+        self.s1, self.s2 = cbr(cin, w1, 3, 2), cbr(w1, w2, 3, 2)                              # 1/2, 1/4
+        self.e3 = nn.Sequential(cbr(w2, w3, 3, 2), *[Bottleneck(w3, mids[0], d) for d in blocks3]) if blocks3 \
+            else cbr(w2, w3, 3, 2)                                                          # 1/8
+        self.e4 = nn.Sequential(cbr(w3, w4, 3, 2), *([cbr(w4, w4)] if blocks4 is None else
+                                                     [Bottleneck(w4, mids[1], d) for d in blocks4]))  # 1/16
         self.l4, self.d3 = cbr(w4, w3, 1), cbr(w3, w3)
+        self.dam3 = DAM(w3, dam_mid, k) if dam8 and dam_mid else nn.Identity()
         self.l3, self.d2 = cbr(w3, w2, 1), cbr(w2, w2)
         self.dam = DAM(w2, dam_mid, k) if dam_mid else nn.Identity()
         self.l2, self.d1 = cbr(w2, w1, 1), cbr(w1, w1)
@@ -193,18 +211,22 @@ class LiteNet(Calibrated):
         x, (h, w) = pad_to(x, self.stride)
         up = lambda t, ref: F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)
         f1 = self.s1(x); f2 = self.s2(f1); f3 = self.e3(f2); f4 = self.e4(f3)
-        y = self.d3(f3 + up(self.l4(f4), f3))
+        y = self.dam3(self.d3(f3 + up(self.l4(f4), f3)))
         y = self.dam(self.d2(f2 + up(self.l3(y), f2)))
         y = self.d1(f1 + up(self.l2(y), f1) + self.px(F.pixel_unshuffle(x, 2)))
         return F.pixel_shuffle(self.head(y), 2)[..., :h, :w]
 
+
 # %% ../nbs/03_model.ipynb #74280dc2
-MODELS = {"lite": dict(arch="lite", widths=(16, 32, 64, 96), dam_mid=16, k=9),
-          "lite-nodam": dict(arch="lite", widths=(16, 32, 64, 96), dam_mid=0, k=9),
+_LITE = dict(arch="lite", widths=(16, 32, 64, 160), dam_mid=16, k=9, mids=(32, 64), blocks3=(1, 2),
+             blocks4=(1, 2, 4, 8, 1, 2), dam8=True)
+MODELS = {"lite": _LITE,
+          "lite-nodam": dict(_LITE, dam_mid=0, dam8=False),
+          "lite-v1": dict(arch="lite", widths=(16, 32, 64, 96), dam_mid=16, k=9),   # the first, smaller lite design
           "paper": dict(arch="paper", features=(192, 192, 192, 192))}
 
 def build_model(name="lite", **overrides):
-    "A fresh `name` network ('lite', 'lite-nodam' or 'paper'; `logit_offset=` see `Calibrated`); (B,6,H,W) -> (B,1,H,W) logits."
+    "A fresh `name` network ('lite', 'lite-nodam', 'lite-v1' or 'paper'; `logit_offset=` see `Calibrated`); (B,6,H,W) -> (B,1,H,W) logits."
     if name not in MODELS: raise ValueError(f"unknown model {name!r}: expected one of {sorted(MODELS)}")
     cfg = {**MODELS[name], **overrides}
     arch, offset = cfg.pop("arch"), float(cfg.pop("logit_offset", 0.0))
@@ -378,8 +400,8 @@ def load_pretrained(path=None):
     "The bundled pretrained `lite` network (PRETRAINED_PATH, or `path`), in eval mode."
     path = Path(path or PRETRAINED_PATH)
     if not path.exists():
-        raise FileNotFoundError(f"no pretrained weights at {path}: none are bundled yet. Train them with `roadgie-train` "
-                                f"(roadgie.training), which writes {path.name} and {path.with_suffix('.json').name} there.")
+        raise FileNotFoundError(f"no pretrained weights at {path}: reinstall roadgie (it ships {PRETRAINED_PATH.name}) or "
+                                f"train weights with `roadgie-train` and pass their path")
     return load_model(path)
 
 # %% ../nbs/03_model.ipynb #f6067b8b

@@ -3,7 +3,7 @@
 # %% ../nbs/02_prompts.ipynb #82e0d0ea
 from __future__ import annotations
 from pathlib import Path
-import time
+import time, zlib
 import numpy as np
 import torch
 from scipy import ndimage
@@ -12,8 +12,9 @@ from scipy.sparse.csgraph import dijkstra
 from skimage.morphology import skeletonize
 
 # %% auto #0
-__all__ = ['KINDS', 'as_mask', 'draw_disk', 'draw_polyline', 'sampling_weights', 'displace', 'skeleton_path', 'simulate_prompt',
-           'PromptState', 'initial_prompts', 'error_components', 'correction_prompts', 'uncertainty_map',
+__all__ = ['KINDS', 'as_mask', 'draw_disk', 'draw_polyline', 'sampling_weights', 'displace', 'skeleton_graph', 'skeleton_path',
+           'centre_path', 'largest_component', 'simulate_prompt', 'PromptState', 'initial_prompts', 'error_components',
+           'correction_prompts', 'round_rng', 'initial_prompt', 'correction_prompt', 'uncertainty_map',
            'compute_uncertainty', 'load_uncertainty', 'benchmark_prompts']
 
 # %% ../nbs/02_prompts.ipynb #66ae5db9
@@ -123,8 +124,8 @@ def displace(pts, rng, smooth=(4, 16), magnitude=(1, 6)) -> np.ndarray:
 # %% ../nbs/02_prompts.ipynb #3a8c435d
 _OFFS = ((0, 1, 1.0), (1, 0, 1.0), (1, 1, 2 ** 0.5), (1, -1, 2 ** 0.5))
 
-def skeleton_path(region, start, rng, uncertainty=None, tau=0.1) -> np.ndarray:
-    "Geodesic path (N,2) (x, y) along the skeleton of `region` from the skeleton pixel nearest `start` to a random far one."
+def skeleton_graph(region):
+    "Skeleton pixels of a non-empty (H,W) region as (xs, ys, sparse 8-neighbour graph with Euclidean step lengths)."
     region = as_mask(region, "region")
     skel = skeletonize(region) if region.sum() > 2 else region.copy()
     if not skel.any(): skel = region.copy()
@@ -138,6 +139,11 @@ def skeleton_path(region, start, rng, uncertainty=None, tau=0.1) -> np.ndarray:
         ok[ok] = skel[ny[ok], nx[ok]]
         rows.append(idx[ys[ok], xs[ok]]); cols.append(idx[ny[ok], nx[ok]]); wts.append(np.full(ok.sum(), c))
     G = coo_matrix((np.concatenate(wts), (np.concatenate(rows), np.concatenate(cols))), shape=(len(ys),) * 2).tocsr()
+    return xs, ys, G
+
+def skeleton_path(region, start, rng, uncertainty=None, tau=0.1) -> np.ndarray:
+    "Geodesic path (N,2) (x, y) along the skeleton of `region` from the skeleton pixel nearest `start` to a random far one."
+    xs, ys, G = skeleton_graph(region)
     cost = ((xs - start[0]) ** 2 + (ys - start[1]) ** 2) / 50.0      # snap the start to a near skeleton pixel...
     u = None if uncertainty is None else np.asarray(uncertainty, float)[ys, xs] / tau
     s = int(np.argmin(cost if u is None else cost - u))             # ...trading distance (5 px ~ 1/2) against U/tau
@@ -158,8 +164,25 @@ def skeleton_path(region, start, rng, uncertainty=None, tau=0.1) -> np.ndarray:
     path = path[::-1]
     return np.stack([xs[path], ys[path]], 1).astype(float)
 
+def centre_path(region, # (H,W) bool region (one connected component is expected)
+                frac:float=0.7): # share of the path kept, centred on its midpoint
+    "The middle `frac` (by length) of the longest centreline path of `region`: (N,2) (x, y) points."
+    if not 0 < frac <= 1: raise ValueError(f"frac: expected a share in (0, 1], got {frac!r}")
+    xs, ys, G = skeleton_graph(region)
+    d0 = dijkstra(G, directed=False, indices=0)                          # double sweep: the far end from any pixel...
+    a = int(np.argmax(np.where(np.isfinite(d0), d0, -1)))
+    d, pred = dijkstra(G, directed=False, indices=a, return_predecessors=True)
+    b = int(np.argmax(np.where(np.isfinite(d), d, -1)))                  # ...then the far end from that one
+    path = [b]
+    while path[-1] != a: path.append(pred[path[-1]])
+    arc = d[path[::-1]]; L = arc[-1]
+    keep = (arc >= L * (1 - frac) / 2) & (arc <= L * (1 + frac) / 2)
+    path = np.asarray(path[::-1])[keep] if keep.any() else np.asarray(path[len(path) // 2:len(path) // 2 + 1])
+    return np.stack([xs[path], ys[path]], 1).astype(float)
+
+
 # %% ../nbs/02_prompts.ipynb #b0033471
-KINDS = ("point", "center", "line", "bezier")
+KINDS = ("point", "center", "line", "bezier", "centre")
 
 def _bezier(p0, p1, p2, n=100):
     "Quadratic Bezier passing through p0, p1 (at t=0.5), p2: (n,2)."
@@ -192,6 +215,16 @@ def _stroke(comp, D, kind, start, rng, U, tau, frac, n_samples, min_on):
         if len(path) <= 3 or _on_frac(comp, pts) >= min_on: return pts
         path = path[: (len(path) + 1) // 2]
 
+def largest_component(mask # (H,W) bool road mask
+                     ) -> np.ndarray: # (H,W) bool: its largest 8-connected component (empty if none)
+    "The 8-connected component of `mask` with the most pixels; ties go to the first in raster order."
+    m = np.asarray(mask)
+    if m.ndim != 2: raise ValueError(f"expected an (H,W) mask, got shape {m.shape}")
+    lab, n = ndimage.label(m.astype(bool), structure=np.ones((3, 3)))
+    if n == 0: return np.zeros(m.shape, bool)
+    area = np.bincount(lab.ravel()); area[0] = 0
+    return lab == int(np.argmax(area))
+
 def _window(y, x, r, shape):
     "Slices of the (2r+1)-square around (y, x), clipped to `shape`."
     r = int(r)
@@ -204,7 +237,7 @@ def _component_at(mask, y, x):
 
 def simulate_prompt(region, kind, rng, radius=3.0, gamma=2.0, width=3, smooth=(4, 16), magnitude=(1, 6),
                     frac=(0.3, 1.0), n_samples=100, min_on=0.8, reach=100, uncertainty=None, tau=0.1) -> np.ndarray:
-    "Simulate one prompt of `kind` in {'point','center','line','bezier'} on `region` (H,W): (H,W) float32 in [0,1]."
+    "Simulate one prompt of `kind` in `KINDS` on `region` (H,W): (H,W) float32 in [0,1]."
     if kind not in KINDS: raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     region = as_mask(region, "region")
     out = np.zeros(region.shape, np.float32)
@@ -213,6 +246,10 @@ def simulate_prompt(region, kind, rng, radius=3.0, gamma=2.0, width=3, smooth=(4
     bb = ndimage.find_objects(region.astype(np.uint8))[0]            # work on the region's bounding box
     reg, (oy, ox) = region[bb], (bb[0].start, bb[1].start)
     U = None if uncertainty is None else uncertainty[bb]
+    if kind == "centre":                                              # a person tracing the region's middle
+        comp = largest_component(reg)
+        out[bb] = draw_polyline(reg.shape, centre_path(comp), width) * comp
+        return out
     D = _dist(reg)
     x, y = _sample_pixel(_weights(reg, gamma, U, tau, D), rng)
     if kind != "point":
@@ -361,6 +398,36 @@ def correction_prompts(pred, gt, state, rng, kind="bezier", strategy="largest", 
         lab, i, _, positive = comps[j]
         state.add(simulate_prompt(lab == i, _pick_kind(kind, rng), rng, uncertainty=uncertainty, tau=tau, **params), positive)
     return state
+
+# %% ../nbs/02_prompts.ipynb #691e9e02
+def _check_kind(kind):
+    if kind not in KINDS: raise ValueError(f"unknown prompt kind {kind!r}: expected one of {KINDS}")
+
+def round_rng(stem:str, # tile name
+              seed:int=0, # benchmark seed
+              rnd:int=1, # interaction round, 1-based
+             ) -> np.random.Generator:
+    "The generator for round `rnd` of tile `stem`: the same for every method and every run."
+    return np.random.default_rng([int(seed), zlib.crc32(str(stem).encode()), int(rnd)])
+
+def initial_prompt(gt, # (H,W) bool ground truth
+                   kind:str, # "bezier", "line", "center" or "point"
+                   rng:np.random.Generator,
+                  ) -> np.ndarray: # (H,W) float32 in [0,1], a positive prompt
+    "Round 1: one positive prompt of `kind` on the largest road component of `gt`."
+    _check_kind(kind)
+    comp = largest_component(gt)
+    if not comp.any(): raise ValueError("expected a ground truth with at least one road pixel, got an empty mask")
+    return simulate_prompt(comp, kind, rng)
+
+def correction_prompt(pred, gt, # (H,W) bool current mask and ground truth
+                      kind:str, rng:np.random.Generator, min_area:int=5,
+                     ): # (mask (H,W) float32, positive bool), or None when no error component is left
+    "Later rounds: one prompt of `kind` on the largest error component (FN -> positive, FP -> negative)."
+    _check_kind(kind)
+    st = correction_prompts(pred, gt, PromptState(np.shape(gt)), rng, kind=kind, strategy="largest", n=1,
+                            min_area=min_area)
+    return st.history[0] if st.history else None
 
 # %% ../nbs/02_prompts.ipynb #3314402b
 def uncertainty_map(probs_list, gt) -> np.ndarray:

@@ -13,7 +13,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 from safetensors.torch import load_file, save_file
 from .data import RoadTiles, repo_root, training_data_root
 from .model import build_model, save_model, load_model
-from .prompts import PromptState, initial_prompts, correction_prompts
+from .prompts import PromptState, initial_prompts, correction_prompts, round_rng, initial_prompt, correction_prompt
 from .losses import RoadGIELoss, skeleton_tube, focal_loss, soft_dice_loss, skeleton_recall_loss, soft_cldice_loss
 from .metrics import dice, evaluate
 
@@ -71,8 +71,11 @@ class TrainSamples(Dataset):
     def __init__(self, base, # dataset of dicts with "image" (3,H,W), "mask" (1,H,W) float tensors
                  radius:int=1, # tube half-width in px (roadgie.losses.skeleton_tube)
                  initial_kind:str|None="mixed", # round-1 prompt kind; None = no prompts here (done in the step)
-                 seed:int=0, uncertainty_dir=None):
+                 seed:int=0, uncertainty_dir=None,
+                 p_empty:float=0.0): # share of samples whose round 1 has no prompt at all (automatic segmentation)
+        if not 0 <= p_empty <= 1: raise ValueError(f"expected p_empty in [0, 1], got {p_empty}")
         self.base, self.radius, self.initial_kind, self.seed, self.udir, self.epoch = base, radius, initial_kind, seed, uncertainty_dir, 0
+        self.p_empty = float(p_empty)
     def __len__(self): return len(self.base)
     def set_epoch(self, epoch):
         "Set the epoch here (prompts) and in the wrapped dataset(s) (crops, augmentation)."
@@ -86,7 +89,8 @@ class TrainSamples(Dataset):
         if u is not None: item["uncertainty"] = torch.from_numpy(u)
         if self.initial_kind is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i, 7])
-            item["prompts"] = first_prompts([m], rng, self.initial_kind, None if u is None else [u])[0].to_channels()
+            if rng.random() < self.p_empty: item["prompts"] = torch.zeros((2,) + m.shape)
+            else: item["prompts"] = first_prompts([m], rng, self.initial_kind, None if u is None else [u])[0].to_channels()
         return item
 
 # %% ../nbs/07_training.ipynb #9df32c77
@@ -106,27 +110,29 @@ class SyntheticTiles(Dataset):
 
 # %% ../nbs/07_training.ipynb #4ca63550
 def _subset(ds, n):
-    "The first `n` items of `ds` (all when n is None)."
+    "`n` items of `ds` spread evenly over its index (every source of a sorted index has its share); all when n is None."
     if n is None or n >= len(ds): return ds
-    return torch.utils.data.Subset(ds, range(int(n)))
+    return torch.utils.data.Subset(ds, np.linspace(0, len(ds) - 1, int(n)).round().astype(int).tolist())
 
 def training_datasets(data_root=None, # folder with tiles.csv; None = training_data_root()
                       crop:int=256, # training crop size (px)
                       synthetic_fraction:float=0.0, # share of synthetic worlds in the training set, in [0,1)
                       seed:int=0,
                       max_train_tiles:int|None=None, max_val_tiles:int|None=None,
-                      uncertainty_dir=None): # expert uncertainty maps <stem>.npy (see `load_uncertainty`)
+                      uncertainty_dir=None, # expert uncertainty maps <stem>.npy (see `load_uncertainty`)
+                      scale=None, # (lo, hi) zoom range of training crops (`roadgie.data.scaled_crop`); None = native
+                      p_empty:float=0.0): # share of samples with no round-1 prompt (see `TrainSamples`)
     "-> (train dataset with tubes, val dataset at full size) for `train`."
     if not 0 <= synthetic_fraction < 1:
         raise ValueError(f"expected synthetic_fraction in [0, 1), got {synthetic_fraction}")
     root = Path(data_root) if data_root is not None else training_data_root()
-    tr = _subset(RoadTiles(root, split="train", size=crop, augment=True, seed=seed), max_train_tiles)
+    tr = _subset(RoadTiles(root, split="train", size=crop, augment=True, seed=seed, scale=scale), max_train_tiles)
     va = _subset(RoadTiles(root, split="val", size=None, augment=False, seed=seed), max_val_tiles)
     if len(tr) == 0: raise ValueError(f"no training tiles (split 'train') under {root}")
     if synthetic_fraction > 0:
         n_syn = max(1, round(len(tr) * synthetic_fraction / (1 - synthetic_fraction)))
         tr = ConcatDataset([tr, SyntheticTiles(n_syn, crop, seed)])
-    return TrainSamples(tr, seed=seed, uncertainty_dir=uncertainty_dir), va
+    return TrainSamples(tr, seed=seed, uncertainty_dir=uncertainty_dir, p_empty=p_empty), va
 
 # %% ../nbs/07_training.ipynb #ae4136d8
 class ResumableSampler(DistributedSampler):
@@ -210,33 +216,37 @@ def interactive_step(model, batch, # dict with image (B,3,H,W), mask (B,1,H,W), 
 @torch.no_grad()
 def play_tile(model, image, # (3,H,W) float tensor in [0,1]
               gt, # (H,W) bool ground truth the simulated user corrects against
-              rng, rounds:int=5, device="cpu", threshold:float=0.5, kind:str="bezier", amp_dtype=None,
+              stem:str="tile", seed:int=0, # the annotator's generators: `round_rng(stem, seed, round)`
+              rounds:int=5, device="cpu", threshold:float=0.5, kind:str="centre", amp_dtype=None,
               keep:bool=False): # also return each round's prompts (a PromptState copy) for figures
-    "The evaluation protocol on one tile -> list of R (H,W) bool predictions (and PromptStates when keep)."
+    "The benchmark's protocol (`initial_prompt`, then `correction_prompt` per round) on one tile -> list of R (H,W) bool predictions."
     img = image[None].to(device).float()
-    prev, state, preds, states = torch.zeros((1, 1) + gt.shape, device=device), None, [], []
-    for r in range(rounds):
-        state = initial_prompts(gt, rng, kind=kind) if r == 0 else \
-            correction_prompts(preds[-1], gt, state, rng, kind=kind, strategy="largest", n=1)
-        with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(torch.cat([img, state.to_channels()[None].to(device).float(), prev], 1))
-        prev = logits.float()
+    prev, state, preds, states = torch.zeros((1, 1) + gt.shape, device=device), PromptState(gt.shape), [], []
+    for r in range(1, rounds + 1):
+        rng = round_rng(stem, seed, r)
+        p = (initial_prompt(gt, kind, rng), True) if r == 1 else correction_prompt(preds[-1], gt, kind, rng)
+        if p is not None:
+            state.add(*p)
+            with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(torch.cat([img, state.to_channels()[None].to(device).float(), prev], 1))
+            prev = logits.float()
         preds.append((torch.sigmoid(prev) > threshold)[0, 0].cpu().numpy())
         if keep: states.append(state.copy())
     return (preds, states) if keep else preds
 
 @torch.no_grad()
-def validate(model, dataset, # items with image (3,H,W), mask (1,H,W), source
+def validate(model, dataset, # items with image (3,H,W), mask (1,H,W), source, stem
              rounds:int=5, seed:int=0, device="cpu", threshold:float=0.5,
              full:bool=False, # add all `evaluate` metrics (APLS, clDice, ...) besides Dice
-             kind:str="bezier", amp_dtype=None) -> list[dict]:
-    "Play the evaluation protocol on every tile (seed per tile) -> rows {tile, source, stem, round (1-based), dice, ...}."
+             kind:str="centre", amp_dtype=None) -> list[dict]:
+    "Play the benchmark's protocol on every tile with road -> rows {tile, source, stem, round (1-based), dice, ...}."
     was_training = model.training; model.eval()
     rows = []
     try:
         for i in range(len(dataset)):
             it = dataset[i]; gt = it["mask"][0].numpy() > 0.5
-            preds = play_tile(model, it["image"], gt, np.random.default_rng([seed, i]), rounds, device, threshold, kind, amp_dtype)
+            if not gt.any(): continue                    # the annotator needs a road to start from
+            preds = play_tile(model, it["image"], gt, it["stem"], seed, rounds, device, threshold, kind, amp_dtype)
             for r, pred in enumerate(preds):
                 row = dict(tile=i, source=it["source"], stem=it["stem"], round=r + 1, dice=float(dice(pred, gt)))
                 if full: row.update({k: float(v) for k, v in evaluate(pred, gt).items()})
@@ -456,7 +466,7 @@ TRAIN_DEFAULTS = dict(data_root=None, model="lite", epochs=1, batch=8, crop=256,
     instance_targets=False, expert_uncertainty_dir=None, max_train_tiles=None, max_val_tiles=None,
     weight_decay=0.01, warmup=None, clip=1.0, grad_policy="first+random", threshold=0.5, ckpt_minutes=5.0,
     ckpt_steps=0, keep=2, val_every=1, final_full=False, threads=None, max_steps=None, fit_budget=True, progress=True,
-    channels_last=True)
+    channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None)
 
 def train_config(**config) -> dict:
     "TRAIN_DEFAULTS updated with `config`, checked: unknown names and bad values raise ValueError."
@@ -496,10 +506,12 @@ def train(**config) -> dict:
     target_fn = instance_target_fn(c["instance_targets"]); udir = check_expert_dir(c["expert_uncertainty_dir"])
     _seed_all(c["seed"])
     train_ds, val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
-                                         c["max_train_tiles"], c["max_val_tiles"], udir)
+                                         c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"], c["p_empty"])
     sampler = ResumableSampler(train_ds, world, rank, shuffle=True, seed=c["seed"])
     spe = math.ceil(sampler.num_samples / c["batch"])
-    net = build_model(c["model"]).to(dev)
+    net = build_model(c["model"])
+    if c["init"] is not None: net.load_state_dict(_init_weights(c["init"], c["model"]))   # e.g. a pre-training stage
+    net = net.to(dev)
     if c["channels_last"]: net = net.to(memory_format=torch.channels_last)
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -588,7 +600,7 @@ def train(**config) -> dict:
             (stop and reason != "max_steps")
         if main and do_val and len(val_ds):
             tv = time.time()
-            sm = summarize(validate(_unwrap(net), val_ds, c["rounds"], c["seed"], dev, c["threshold"], amp_dtype=amp))
+            sm = summarize(validate(_unwrap(net), val_ds, c["rounds"], c["seed"], dev, c["threshold"], kind=c["val_kind"], amp_dtype=amp))
             val_s = time.time() - tv
             for r in sm.to_dict("records"): rows.append(dict(r, epoch=epoch, step=step, phase="val", lr=lr_now))
             score = float(sm[sm.source == "all"].dice.mean())
@@ -624,7 +636,7 @@ def train(**config) -> dict:
         if not (out / "best.safetensors").exists(): _save_weights(net, out / "best.safetensors", c["model"])
         if len(val_ds):
             shipped = load_model(out / "best.safetensors").to(dev)
-            sm = summarize(validate(shipped, val_ds, c["rounds"], c["seed"], dev, c["threshold"], full=c["final_full"],
+            sm = summarize(validate(shipped, val_ds, c["rounds"], c["seed"], dev, c["threshold"], full=c["final_full"], kind=c["val_kind"],
                                     amp_dtype=amp))
             rows = [r for r in rows if r["phase"] != "final"]
             rows += [dict(r, epoch=best_epoch if best_epoch is not None else -1, step=step, phase="final")
@@ -641,6 +653,12 @@ def train(**config) -> dict:
         print(f"training {reason} after {step} steps; outputs in {out}", flush=True)
     if world > 1: dist.barrier()
     return result
+
+def _init_weights(path, name:str) -> dict:
+    "State dict of the `name` network saved at `path` (`load_model`), to start a run from; ValueError if it is another network."
+    m = load_model(path)
+    if m.name != name: raise ValueError(f"init weights {path} are a {m.name!r} network, but this run trains {name!r}")
+    return m.state_dict()
 
 def _save_weights(net, path, name:str):
     "`roadgie.model.save_model` of a fresh `name` network holding the (unwrapped) weights, in the default memory format."
