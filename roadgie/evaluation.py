@@ -19,7 +19,7 @@ from .interactive import InteractiveSession, PromptDilation, as_predictor
 __all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'road_width', 'PromptsAlone', 'RandomWalker', 'Automatic',
            'load_network', 'check_methods', 'make_methods', 'simulate_user', 'noc', 'tile_table', 'mean_ci',
            'report_rounds', 'summarize', 'markdown_table', 'plot_curves', 'plot_worst', 'select_tiles', 'run_benchmark',
-           'write_outputs']
+           'write_outputs', 'annotator_table']
 
 # %% ../nbs/08_evaluation.ipynb #01953563
 METRICS = ("dice", "recall", "precision", "iou", "cldice", "apls", "b0_error", "b1_error")
@@ -379,3 +379,32 @@ def write_outputs(df, snapshots, images, out_dir, verbose=True) -> dict:
                                                for k in ("mask", "pos", "neg")})
     if verbose: print(f"wrote {', '.join(sorted(x.name for x in p.values()))} to {out}")
     return p
+
+# %% ../nbs/08_evaluation.ipynb #2a16b11b
+def _per_round(run):
+    "A per-round DataFrame, or the per_round.csv of a run folder / file."
+    if isinstance(run, pd.DataFrame): return run
+    p = Path(run); p = p / "per_round.csv" if p.is_dir() else p
+    if not p.exists(): raise FileNotFoundError(f"{p} not found: expected a run_benchmark output folder or its per_round.csv")
+    return pd.read_csv(p)
+
+def annotator_table(runs, # dict annotator -> per-round DataFrame, run folder or per_round.csv
+                    rounds=(1, 3, 5, 10), model:str="roadgie-lite", baseline:str="prompts") -> str:
+    "Markdown: per annotator, method and source, Dice / APLS after `rounds`, and the model's min Dice margin over `baseline`."
+    lines = ["| annotator | method | source | tiles | " + " | ".join(f"round {r}" for r in rounds) +
+             f" | min over rounds of Dice - {baseline} |", "|---" * (5 + len(rounds)) + "|"]
+    for ann, run in runs.items():
+        df = _per_round(run); R = int(df["round"].max()); rr = [r for r in rounds if r <= R]
+        for m in dict.fromkeys(df["method"]):
+            for src in sorted(df["source"].unique()) + ["all"]:
+                d = df[df.method == m] if src == "all" else df[(df.method == m) & (df.source == src)]
+                g = d.groupby("round")[["dice", "apls"]].mean()
+                cells = [f"{g.loc[r, 'dice']:.3f} / {g.loc[r, 'apls']:.3f}" if r in rr else "" for r in rounds]
+                gap = ""
+                if m == model and baseline in set(df["method"]):
+                    b = df[(df.method == baseline) & ((df.source == src) | (src == "all"))].groupby("round").dice.mean()
+                    gap = f"{(g['dice'] - b).min():+.3f}"
+                n = d["stem"].nunique()
+                lines.append(f"| {ann} | {m} | {src} | {n} | " + " | ".join(cells) + f" | {gap} |")
+    return "\n".join(lines)
+
