@@ -147,7 +147,7 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Genera
     y, x = rng.integers(0, ph - h + 1), rng.integers(0, pw - w + 1)
     return image[y:y+h, x:x+w], mask[y:y+h, x:x+w]
 
-# %% ../nbs/00_data.ipynb #42ca8f9e
+# %% ../nbs/00_data.ipynb #967c4cc4
 def scaled_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Generator,
                 scale=(0.6, 1.8)): # (lo, hi) zoom range; 1 = native ground resolution
     "Random window of image (H,W,3) and mask (H,W) zoomed by a log-uniform factor in `scale`, resampled to `size`."

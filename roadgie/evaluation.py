@@ -380,7 +380,7 @@ def write_outputs(df, snapshots, images, out_dir, verbose=True) -> dict:
     if verbose: print(f"wrote {', '.join(sorted(x.name for x in p.values()))} to {out}")
     return p
 
-# %% ../nbs/08_evaluation.ipynb #2a16b11b
+# %% ../nbs/08_evaluation.ipynb #74207993
 def _per_round(run):
     "A per-round DataFrame, or the per_round.csv of a run folder / file."
     if isinstance(run, pd.DataFrame): return run
