@@ -121,13 +121,19 @@ def training_datasets(data_root=None, # folder with tiles.csv; None = training_d
                       max_train_tiles:int|None=None, max_val_tiles:int|None=None,
                       uncertainty_dir=None, # expert uncertainty maps <stem>.npy (see `load_uncertainty`)
                       scale=None, # (lo, hi) zoom range of training crops (`roadgie.data.scaled_crop`); None = native
-                      p_empty:float=0.0): # share of samples with no round-1 prompt (see `TrainSamples`)
+                      p_empty:float=0.0, # share of samples with no round-1 prompt (see `TrainSamples`)
+                      exclude_sources=None): # sources left out of train and val (e.g. to test on imagery never seen)
     "-> (train dataset with tubes, val dataset at full size) for `train`."
     if not 0 <= synthetic_fraction < 1:
         raise ValueError(f"expected synthetic_fraction in [0, 1), got {synthetic_fraction}")
     root = Path(data_root) if data_root is not None else training_data_root()
     tr = _subset(RoadTiles(root, split="train", size=crop, augment=True, seed=seed, scale=scale), max_train_tiles)
     va = _subset(RoadTiles(root, split="val", size=None, augment=False, seed=seed), max_val_tiles)
+    if exclude_sources:
+        for d in (tr, va):
+            base = d.dataset if isinstance(d, torch.utils.data.Subset) else d
+            if isinstance(d, torch.utils.data.Subset): raise ValueError("exclude_sources cannot be combined with max_*_tiles")
+            base.records = [r for r in base.records if r["source"] not in set(exclude_sources)]
     if len(tr) == 0: raise ValueError(f"no training tiles (split 'train') under {root}")
     if synthetic_fraction > 0:
         n_syn = max(1, round(len(tr) * synthetic_fraction / (1 - synthetic_fraction)))
@@ -466,7 +472,7 @@ TRAIN_DEFAULTS = dict(data_root=None, model="lite", epochs=1, batch=8, crop=256,
     instance_targets=False, expert_uncertainty_dir=None, max_train_tiles=None, max_val_tiles=None,
     weight_decay=0.01, warmup=None, clip=1.0, grad_policy="first+random", threshold=0.5, ckpt_minutes=5.0,
     ckpt_steps=0, keep=2, val_every=1, final_full=False, threads=None, max_steps=None, fit_budget=True, progress=True,
-    channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None)
+    channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None, exclude_sources=None)
 
 def train_config(**config) -> dict:
     "TRAIN_DEFAULTS updated with `config`, checked: unknown names and bad values raise ValueError."
@@ -506,7 +512,8 @@ def train(**config) -> dict:
     target_fn = instance_target_fn(c["instance_targets"]); udir = check_expert_dir(c["expert_uncertainty_dir"])
     _seed_all(c["seed"])
     train_ds, val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
-                                         c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"], c["p_empty"])
+                                         c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"], c["p_empty"],
+                                         c["exclude_sources"])
     sampler = ResumableSampler(train_ds, world, rank, shuffle=True, seed=c["seed"])
     spe = math.ceil(sampler.num_samples / c["batch"])
     net = build_model(c["model"])
@@ -743,10 +750,30 @@ def _md_table(df, value):
     lines += [f"| {r} | " + " | ".join(f"{t.loc[r, c]:.3f}" for c in cols) + " |" for r in t.index]
     return "\n".join(lines)
 
+def _stages(run:Path) -> list[Path]:
+    "The run folders behind `run`, earliest first: runs whose best weights it was initialised from (`init`), then itself."
+    out, cur = [], run
+    while cur is not None and (cur / "config.json").exists() and cur not in out:
+        out.insert(0, cur)
+        init = json.loads((cur / "config.json").read_text()).get("init")
+        cur = Path(init).parent if init not in (None, "None") else None
+    return out
+
+def _stage_line(run:Path) -> str:
+    "One Markdown bullet: a stage's recipe and time, from its config.json and result.json."
+    cfg, res = json.loads((run / "config.json").read_text()), json.loads((run / "result.json").read_text())
+    what = "no-prompt pre-training" if cfg.get("p_empty") in (1, 1.0) else f"{cfg['rounds']} interaction rounds"
+    return (f"- `{run.name}` ({what}): {res['steps']} steps of batch {cfg['batch']} ({res['steps'] * cfg['batch']:,} samples), "
+            f"{cfg['crop']}px crops, zoom {cfg.get('scale')}, {float(cfg.get('p_empty') or 0):.0%} of samples without prompts, "
+            f"lr {cfg['lr']}, {res.get('total_train_minutes', res['train_minutes']):.0f} min of training "
+            f"({res.get('total_wall_minutes', res.get('wall_minutes', float('nan'))):.0f} min wall, {res.get('sessions', 1)} "
+            f"session(s)) on {res['device']}")
+
 def ship_run(run_dir, # a finished `train` output folder (best.safetensors, result.json, config.json, metrics.csv)
              dest=None, # folder for the bundled files; None = roadgie/weights/ of this install
              name:str="roadgie-lite",
-             notes:str|None=None) -> Path: # extra Markdown for the card's "Run" section (e.g. how sessions were resumed)
+             notes:str|None=None, # extra Markdown for the card's "Run" section
+             benchmark:str|None=None) -> Path: # Markdown of the test-split benchmark (e.g. evaluation.annotator_table)
     "Copy a run's best weights to `dest/<name>.safetensors` (+ .json), its curves, and write the model card README.md."
     import pandas as pd
     run = Path(run_dir)
@@ -758,13 +785,15 @@ def ship_run(run_dir, # a finished `train` output folder (best.safetensors, resu
     cfg, res = json.loads((run / "config.json").read_text()), json.loads((run / "result.json").read_text())
     df = pd.read_csv(run / "metrics.csv"); fin = df[df.phase == "final"]
     if fin.empty: raise ValueError(f"{run / 'metrics.csv'} has no 'final' rows: the run did not finish its final validation")
+    stages = [s for s in _stages(run) if (s / "result.json").exists()]
     save_model(load_model(run / "best.safetensors"), dest / f"{name}.safetensors")
     for f in dest.glob(f"{name}*"): os.chmod(f, 0o644)
     if (run / "metrics.png").exists(): shutil.copyfile(run / "metrics.png", dest / f"{name}-training.png")
     tiles = tile_counts(cfg["data_root"])
-    val = df[df.phase == "val"]; epochs_done = int(df[df.phase == "train"].epoch.max()) + 1 if (df.phase == "train").any() else 0
+    minutes = sum(json.loads((s / "result.json").read_text()).get("total_train_minutes", 0) for s in stages)
     recipe = {k: cfg[k] for k in ("model", "batch", "crop", "rounds", "grad_rounds", "grad_policy", "lr", "weight_decay",
-                                  "clip", "synthetic_fraction", "threads", "workers", "seed", "device", "max_minutes") if k in cfg}
+                                  "clip", "synthetic_fraction", "scale", "p_empty", "threads", "workers", "seed", "device",
+                                  "max_minutes", "val_kind") if k in cfg}
     card = [f"# {name}: model card", "",
             f"RoadGIE `{cfg['model']}` network (`roadgie.model.build_model('{cfg['model']}')`) trained by `roadgie.training.train` "
             "with simulated interaction rounds; loaded by `roadgie.model.load_pretrained()`.", "",
@@ -772,35 +801,43 @@ def ship_run(run_dir, # a finished `train` output folder (best.safetensors, resu
             "| source | " + " | ".join(tiles.columns) + " |", "|---" * (len(tiles.columns) + 1) + "|",
             *[f"| {src} | " + " | ".join(str(v) for v in row) + " |" for src, row in tiles.iterrows()], "",
             f"Synthetic worlds mixed in: fraction {cfg.get('synthetic_fraction', 0)}. Training samples: random "
-            f"{cfg['crop']}x{cfg['crop']} crops with the paper's augmentation; validation on full tiles.", "",
+            f"{cfg['crop']}x{cfg['crop']} crops, zoomed by a random factor in {cfg.get('scale')} (ground resolutions the "
+            "sources do not have), with the paper's augmentation; validation on full tiles.", "",
             "## Recipe", "",
-            f"Each batch plays {cfg['rounds']} rounds: round 1 from simulated initial prompts (kind 'mixed', 1-3 positive, "
-            "0-3 negative), later rounds from corrections (strategy 'sample') of the previous round's prediction, whose logits "
-            "are fed back. Loss per round: focal + soft Dice + prompt-excluded skeleton recall, summed over the back-propagated "
-            f"rounds ({cfg['grad_rounds'] or 'all'} per batch, policy '{cfg.get('grad_policy')}', the others under no_grad). "
-            "AdamW with linear warm-up and cosine decay per step (shortened to fit the time budget), gradient clipping, fp32 "
-            "on the CPU.", "", "```json", json.dumps(recipe, indent=1), "```", "",
+            f"{len(stages)} stage(s), {minutes:.0f} min of training in all:", "", *[_stage_line(s) for s in stages], "",
+            f"Each interactive batch plays {cfg['rounds']} rounds: round 1 from simulated initial prompts (kind 'mixed': "
+            "points, centre/line/Bezier scribbles and traced centrelines, 1-3 positive, 0-3 negative; "
+            f"{float(cfg.get('p_empty') or 0):.0%} of samples get none), later rounds from corrections (strategy 'sample') "
+            "of the previous round's prediction, whose logits are fed back. Loss per round: focal + soft Dice + "
+            f"prompt-excluded skeleton recall, summed over the back-propagated rounds ({cfg['grad_rounds'] or 'all'} per "
+            f"batch, policy '{cfg.get('grad_policy')}', the others under no_grad). AdamW with linear warm-up and cosine decay "
+            "per step (fitted to the time budget), gradient clipping; fp32 on the CPU, bf16 autocast on CUDA.", "",
+            "```json", json.dumps(recipe, indent=1), "```", "",
             "## Run", "",
-            f"- stopped: {res['stopped']} after {res['steps']} optimiser steps ({epochs_done} epochs), best val Dice at epoch "
-            f"{(res.get('best_epoch') or 0) + 1}",
-            f"- wall time {res.get('total_wall_minutes', res.get('wall_minutes', float('nan'))):.1f} min (training "
-            f"{res.get('total_train_minutes', res['train_minutes']):.1f} min) in {res.get('sessions', 1)} session(s), "
-            f"{res['samples_per_hour']:.0f} training samples/hour on {res['device']} (world size {res['world']})",
-            f"- per-epoch validation: Dice after the last round went from {val[(val.source == 'all') & (val['round'] == cfg['rounds'])].dice.iloc[0]:.3f} "
-            f"to {val[(val.source == 'all') & (val['round'] == cfg['rounds'])].dice.iloc[-1]:.3f}" if len(val) else "- no per-epoch validation",
+            f"- last stage stopped: {res['stopped']} after {res['steps']} optimiser steps, best val Dice at epoch "
+            f"{(res.get('best_epoch') or 0) + 1}; {res['samples_per_hour']:.0f} training samples/hour on {res['device']} "
+            f"(world size {res['world']})",
             *([notes] if notes else []), "", f"![training curves]({name}-training.png)", "",
-            "## Validation (val split, the evaluation protocol)", "",
-            f"Bezier initial prompt, then one correction per round on the largest error component, fixed seeds; prediction = "
-            f"sigmoid > {cfg.get('threshold', 0.5)}. Mean over tiles per source ('all' = mean over all tiles).", "",
+            "## Validation (val split, the benchmark's protocol)", "",
+            f"Annotator `{cfg.get('val_kind', 'centre')}`: one prompt on the largest road, then one correction per round on the "
+            f"largest error component, fixed seeds; prediction = sigmoid > {cfg.get('threshold', 0.5)}. Mean over tiles per "
+            "source ('all' = mean over all tiles).", "",
             "### Dice per round", "", _md_table(fin, "dice"), ""]
     if "apls" in fin and fin.apls.notna().any():
         card += ["### APLS per round", "", _md_table(fin, "apls"), ""]
-    card += ["## Reproduce", "", "```", "python -m roadgie.training " +
-             " ".join(f"--{k} {cfg[k]}" for k in ("data_root", "model", "epochs", "batch", "crop", "rounds", "grad_rounds",
-                                                  "lr", "workers", "threads", "seed", "max_minutes", "val_every", "final_full")
-                      if k in cfg), "```", ""]
+    if benchmark: card += ["## Test split: both annotators", "", benchmark, ""]
+    card += ["## Reproduce", "", "```"] + [
+        "python -m roadgie.training " + " ".join(f"--{k} {_cli_value(c[k])}" for k in (
+            "data_root", "model", "epochs", "batch", "crop", "rounds", "grad_rounds", "lr", "scale", "p_empty", "init",
+            "workers", "threads", "seed", "max_minutes", "val_every", "max_val_tiles", "out_dir") if c.get(k) not in (None, "None"))
+        for c in (json.loads((s / "config.json").read_text()) for s in stages)] + ["```", ""]
     (dest / "README.md").write_text("\n".join(card))
     return dest / f"{name}.safetensors"
+
+def _cli_value(v) -> str:
+    "A config value as a shell-safe command-line word for `python -m roadgie.training`."
+    s = str(tuple(v) if isinstance(v, list) else v).replace(" ", "")
+    return f'"{s}"' if any(ch in s for ch in "()[],") else s
 
 def tile_counts(root) -> "pd.DataFrame":
     "Number of tiles per source and split under `root`."
