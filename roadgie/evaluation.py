@@ -17,9 +17,9 @@ from .interactive import InteractiveSession, PromptDilation, as_predictor
 
 # %% auto #0
 __all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'road_width', 'PromptsAlone', 'RandomWalker', 'Automatic',
-           'load_network', 'check_methods', 'make_methods', 'simulate_user', 'noc', 'tile_table', 'mean_ci',
-           'report_rounds', 'summarize', 'markdown_table', 'plot_curves', 'plot_worst', 'select_tiles', 'run_benchmark',
-           'write_outputs', 'annotator_table']
+           'load_network', 'check_methods', 'make_methods', 'prompt_faithfulness', 'simulate_user', 'noc', 'tile_table',
+           'mean_ci', 'report_rounds', 'summarize', 'markdown_table', 'plot_curves', 'plot_worst', 'select_tiles',
+           'run_benchmark', 'write_outputs', 'annotator_table', 'faithfulness_table']
 
 # %% ../nbs/08_evaluation.ipynb #01953563
 METRICS = ("dice", "recall", "precision", "iou", "cldice", "apls", "b0_error", "b1_error")
@@ -150,6 +150,22 @@ def make_methods(methods, # names or dict (see `check_methods`)
         elif name == "prompts": out[name] = PromptsAlone(width)
     return out
 
+# %% ../nbs/08_evaluation.ipynb #4cd4085a
+def prompt_faithfulness(mask, # (H,W) bool prediction after a round
+                        pos, neg, # (H,W) bool pixels under all positive / negative prompts so far
+                        prev=None, # (H,W) bool prediction before the round (for `local`)
+                        stroke=None, # (H,W) bool the round's new prompt (for `local`)
+                        near:float=32) -> dict: # px: what counts as near the new prompt
+    "{pos_road, neg_background: share of prompt pixels the mask obeys (NaN if none); local: share of changed pixels near the new prompt}."
+    mask = np.asarray(mask, bool)
+    out = dict(pos_road=float(mask[pos].mean()) if pos.any() else np.nan,
+               neg_background=float((~mask[neg]).mean()) if neg.any() else np.nan, local=np.nan)
+    if prev is not None and stroke is not None and stroke.any():
+        changed = mask ^ np.asarray(prev, bool)
+        if changed.any(): out["local"] = float((ndimage.distance_transform_edt(~stroke)[changed] <= near).mean())
+    return out
+
+
 # %% ../nbs/08_evaluation.ipynb #73d73ad9
 def simulate_user(image, # (H,W,3) float32 in [0,1]
                   gt, # (H,W) bool ground truth
@@ -165,7 +181,7 @@ def simulate_user(image, # (H,W,3) float32 in [0,1]
     gt = np.asarray(gt, bool)
     s = InteractiveSession(image, model=method, mode="all")
     if s.shape != gt.shape: raise ValueError(f"image is {s.shape} but gt is {gt.shape}: expected the same (H,W)")
-    rows, snap, last, prev_mask = [], None, None, None
+    rows, snap, last, prev_mask = [], None, None, np.zeros(gt.shape, bool)
     for r in range(1, int(rounds) + 1):
         rng = round_rng(stem, seed, r)
         p = (initial_prompt(gt, kind, rng), True) if r == 1 else correction_prompt(s.mask, gt, kind, rng)
@@ -174,10 +190,11 @@ def simulate_user(image, # (H,W,3) float32 in [0,1]
             s.add_prompt_mask(*p); t0 = time.perf_counter(); s.predict(); ms = (time.perf_counter() - t0) * 1000
         mask = s.mask
         if last is None or not np.array_equal(mask, prev_mask): last = evaluate(mask, gt)
+        faith = prompt_faithfulness(mask, s.prompts.pos > 0.5, s.prompts.neg > 0.5, prev_mask, None if p is None else p[0] > 0.5)
         prev_mask = mask
         n_pos = sum(pos for _, pos in s.prompts.history)
         rows.append(dict(round=r, added=p is not None, positive=None if p is None else bool(p[1]), n_pos=n_pos,
-                         n_neg=s.prompts.n_prompts - n_pos, predict_ms=ms, **last))
+                         n_neg=s.prompts.n_prompts - n_pos, predict_ms=ms, **last, **faith))
         if r == min(int(snapshot_round), int(rounds)):
             snap = dict(round=r, mask=mask.copy(), pos=s.prompts.pos > 0.5, neg=s.prompts.neg > 0.5)
     return rows, snap
@@ -380,7 +397,7 @@ def write_outputs(df, snapshots, images, out_dir, verbose=True) -> dict:
     if verbose: print(f"wrote {', '.join(sorted(x.name for x in p.values()))} to {out}")
     return p
 
-# %% ../nbs/08_evaluation.ipynb #74207993
+# %% ../nbs/08_evaluation.ipynb #a7c1eb62
 def _per_round(run):
     "A per-round DataFrame, or the per_round.csv of a run folder / file."
     if isinstance(run, pd.DataFrame): return run
@@ -406,5 +423,18 @@ def annotator_table(runs, # dict annotator -> per-round DataFrame, run folder or
                     gap = f"{(g['dice'] - b).min():+.3f}"
                 n = d["stem"].nunique()
                 lines.append(f"| {ann} | {m} | {src} | {n} | " + " | ".join(cells) + f" | {gap} |")
+    return "\n".join(lines)
+
+def faithfulness_table(runs, # dict annotator -> per-round DataFrame, run folder or per_round.csv
+                       methods=("roadgie-lite",)) -> str:
+    "Markdown: per annotator and method, the pixel-weighted-by-tile mean of `prompt_faithfulness` over all rounds and tiles."
+    lines = ["| annotator | method | positive-prompt pixels predicted road | negative-prompt pixels background | "
+             "changed pixels within 32 px of the round's stroke |", "|---|---|---|---|---|"]
+    for ann, run in runs.items():
+        df = _per_round(run)
+        for m in methods:
+            d = df[df.method == m]
+            if d.empty or "pos_road" not in d: continue
+            lines.append(f"| {ann} | {m} | {d.pos_road.mean():.2%} | {d.neg_background.mean():.2%} | {d.local.mean():.2%} |")
     return "\n".join(lines)
 
