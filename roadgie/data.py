@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #6fe8d06c
 from __future__ import annotations
-import os, time, warnings
+import os, time, warnings, zlib
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -14,9 +14,10 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'repo_root', 'samples_dir', 'shared_roads_dir', 'default_data_root', 'training_data_root', 'to_rgb',
-           'load_image', 'load_mask', 'save_image', 'save_mask', 'random_crop', 'scaled_crop', 'augment_pair',
-           'benchmark_augment', 'find_tiles', 'tile_table', 'RoadTiles', 'show_tiles']
+__all__ = ['IMAGE_EXTS', 'SPLIT_VAL', 'SPLIT_SEED', 'repo_root', 'samples_dir', 'shared_roads_dir', 'default_data_root',
+           'training_data_root', 'to_rgb', 'load_image', 'load_mask', 'save_image', 'save_mask', 'random_crop',
+           'scaled_crop', 'augment_pair', 'benchmark_augment', 'hash_split', 'find_tiles', 'tile_table', 'RoadTiles',
+           'show_tiles']
 
 # %% ../nbs/00_data.ipynb #22821759
 def repo_root() -> Path:
@@ -147,7 +148,7 @@ def random_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Genera
     y, x = rng.integers(0, ph - h + 1), rng.integers(0, pw - w + 1)
     return image[y:y+h, x:x+w], mask[y:y+h, x:x+w]
 
-# %% ../nbs/00_data.ipynb #967c4cc4
+# %% ../nbs/00_data.ipynb #79c3fc1e
 def scaled_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Generator,
                 scale=(0.6, 1.8)): # (lo, hi) zoom range; 1 = native ground resolution
     "Random window of image (H,W,3) and mask (H,W) zoomed by a log-uniform factor in `scale`, resampled to `size`."
@@ -269,19 +270,51 @@ def _from_deepglobe(root: Path, split, source: str) -> list[dict]:
         recs.append(dict(stem=sid, split=split, source=source, image=im, mask=mk))
     return recs
 
-def find_tiles(root, split=None) -> list[dict]:
-    "Records {stem, split, source, image, mask} for every tile under root (index, images/+masks/, or DeepGlobe)."
+SPLIT_VAL, SPLIT_SEED = 0.15, 0   # folders without tiles.csv: share of tiles in "val", and the hash's seed
+
+def hash_split(stems, # tile names of one folder
+               val:float=SPLIT_VAL, seed:int=SPLIT_SEED) -> dict: # stem -> "train" | "val"
+    "Fixed train/val split by a seeded CRC-32 of each stem: about `val` of them 'val'; with 2+ stems neither side is empty."
+    stems = list(stems)
+    u = {s: zlib.crc32(f"{seed}:{s}".encode()) / 2**32 for s in stems}   # one stem's side never depends on the others
+    out = {s: "val" if u[s] < val else "train" for s in stems}
+    if len(stems) >= 2 and "val" not in out.values(): out[min(stems, key=u.get)] = "val"
+    if len(stems) >= 2 and "train" not in out.values(): out[max(stems, key=u.get)] = "train"
+    return out
+
+def _unindexed_split(recs: list, want: list, root: Path, verbose: bool) -> list:
+    "Records of a folder without tiles.csv for the splits `want` (train/val by `hash_split`, test/all = every tile)."
+    n = len(recs)
+    if set(want) & {"test", "all"}:
+        if verbose: print(f"note: {root} has no tiles.csv index, so split {'/'.join(want)} means all {n} tiles")
+        return [dict(r, split="/".join(want)) for r in recs]
+    if n < 2: raise ValueError(f"{root} holds {n} tile(s) and no tiles.csv: a train/val split needs at least 2 tiles")
+    side = hash_split([r["stem"] for r in recs])
+    if verbose:
+        nv = sum(v == "val" for v in side.values())
+        print(f"note: {root} has no tiles.csv index: split 'train' is {n - nv} of its {n} tiles, 'val' the other {nv} "
+              f"(a fixed {1 - SPLIT_VAL:.0%}/{SPLIT_VAL:.0%} split by a hash of the stem, roadgie.data.hash_split)")
+    return [dict(r, split=side[r["stem"]]) for r in recs if side[r["stem"]] in want]
+
+def find_tiles(root, split=None, # a split name, a list of names, "all" or None (every tile)
+               verbose:bool=True) -> list[dict]: # print a note when a split is derived (folders without an index)
+    "Records {stem, split, source, image, mask} for every tile under root (index, images/+masks/, or DeepGlobe) in `split`."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"data root not found: {root} (expected a folder of tiles; set ROADGIE_DATA?)")
-    if (root / "tiles.csv").is_file(): recs = _from_index(root, split)
+    want = None if split is None else [split] if isinstance(split, str) else list(split)
+    if want is not None and "all" in want: want = None
+    if (root / "tiles.csv").is_file(): recs = _from_index(root, want)
     else:
-        source, base = root.name, root
-        if split is not None:
-            if not isinstance(split, str) or not (root / split).is_dir():
-                raise ValueError(f"split={split!r} given but {root} has no tiles.csv index and no '{split}' sub-folder")
-            base = root / split
-        if (base / "images").is_dir() and (base / "masks").is_dir(): recs = _from_folders(base, split, source)
-        else: recs = _from_deepglobe(base, split, source)
+        source, base, derived = root.name, root, None
+        if want is not None:
+            if len(want) == 1 and (root / want[0]).is_dir(): base = root / want[0]
+            elif set(want) <= {"train", "val", "test"}: derived = want
+            else: raise ValueError(f"split={split!r}: {root} has no tiles.csv index and no '{want[0]}' sub-folder; "
+                                   "use train or val (a fixed 85/15 split by stem), test or all (every tile)")
+        sp = None if derived else split
+        if (base / "images").is_dir() and (base / "masks").is_dir(): recs = _from_folders(base, sp, source)
+        else: recs = _from_deepglobe(base, sp, source)
+        if derived and recs: recs = _unindexed_split(recs, derived, root, verbose)
     if not recs: raise ValueError(f"no tiles found in {root} (split={split!r}); expected tiles.csv, images/+masks/, or <id>_sat.jpg + <id>_mask.png")
     return recs
 
@@ -326,8 +359,9 @@ class RoadTiles(torch.utils.data.Dataset):
     def __repr__(self): return f"RoadTiles({self.root}, split={self.split!r}, n={len(self)}, size={self.size}, augment={self.augment})"
 
 # %% ../nbs/00_data.ipynb #46e93582
-def show_tiles(ds: RoadTiles, n: int = 6, ncols: int = 3, idxs=None, alpha: float = 0.45):
-    "Figure of n tiles from ds (evenly spread, or `idxs`) with the road mask overlaid in red."
+def show_tiles(ds: RoadTiles, n: int = 6, ncols: int = 3, idxs=None, alpha: float = 0.45,
+               title: str | None = None): # the figure's title: say what it shows
+    "Figure of n tiles from ds (evenly spread, or `idxs`) with the road mask overlaid in red, titled `title`."
     import matplotlib.pyplot as plt
     idxs = list(idxs) if idxs is not None else np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(int).tolist()
     nrows = -(-len(idxs) // ncols)
@@ -337,5 +371,6 @@ def show_tiles(ds: RoadTiles, n: int = 6, ncols: int = 3, idxs=None, alpha: floa
         it = ds[i]; img = it["image"].permute(1, 2, 0).numpy(); m = it["mask"][0].numpy() > 0.5
         over = img.copy(); over[m] = (1 - alpha) * over[m] + alpha * np.array([1, 0, 0], np.float32)
         ax.imshow(over); ax.set_title(f"{it['source']}: {it['stem']}", fontsize=8)
+    if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -150,7 +150,7 @@ def make_methods(methods, # names or dict (see `check_methods`)
         elif name == "prompts": out[name] = PromptsAlone(width)
     return out
 
-# %% ../nbs/08_evaluation.ipynb #4cd4085a
+# %% ../nbs/08_evaluation.ipynb #238ad4ca
 def prompt_faithfulness(mask, # (H,W) bool prediction after a round
                         pos, neg, # (H,W) bool pixels under all positive / negative prompts so far
                         prev=None, # (H,W) bool prediction before the round (for `local`)
@@ -397,7 +397,7 @@ def write_outputs(df, snapshots, images, out_dir, verbose=True) -> dict:
     if verbose: print(f"wrote {', '.join(sorted(x.name for x in p.values()))} to {out}")
     return p
 
-# %% ../nbs/08_evaluation.ipynb #a7c1eb62
+# %% ../nbs/08_evaluation.ipynb #00afdf45
 def _per_round(run):
     "A per-round DataFrame, or the per_round.csv of a run folder / file."
     if isinstance(run, pd.DataFrame): return run
@@ -427,7 +427,7 @@ def annotator_table(runs, # dict annotator -> per-round DataFrame, run folder or
 
 def faithfulness_table(runs, # dict annotator -> per-round DataFrame, run folder or per_round.csv
                        methods=("roadgie-lite",)) -> str:
-    "Markdown: per annotator and method, the pixel-weighted-by-tile mean of `prompt_faithfulness` over all rounds and tiles."
+    "Markdown: per annotator and method, the mean of `prompt_faithfulness` over all rounds and tiles."
     lines = ["| annotator | method | positive-prompt pixels predicted road | negative-prompt pixels background | "
              "changed pixels within 32 px of the round's stroke |", "|---|---|---|---|---|"]
     for ann, run in runs.items():

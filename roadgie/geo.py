@@ -18,12 +18,12 @@ from .prompts import PromptState, draw_disk, draw_polyline
 from .interactive import as_predictor
 
 # %% auto #0
-__all__ = ['NODATA_LOGIT', 'WGS84_A', 'WGS84_F', 'WIDTHS_M', 'SYNTHETIC_HIGHWAY', 'write_geotiff', 'Scene', 'open_scene',
-           'axis_windows', 'plan_scene', 'axis_weights', 'read_geojson', 'to_pixels', 'ScenePrompt', 'scene_prompts',
-           'prompt_channels', 'SceneResult', 'predict_scene', 'geodesic_length', 'crs_name', 'network_geojson',
-           'write_mask', 'segment_scene', 'geojson_on_mask', 'ground_resolution', 'rasterize_centrelines',
-           'graph_centrelines', 'fuse_with_prediction', 'cut_tiles', 'window_cores', 'write_test_scene',
-           'benchmark_scene']
+__all__ = ['NODATA_LOGIT', 'WGS84_A', 'WGS84_F', 'NO_PROMPT_NOTE', 'WIDTHS_M', 'SYNTHETIC_HIGHWAY', 'write_geotiff', 'Scene',
+           'open_scene', 'axis_windows', 'plan_scene', 'axis_weights', 'read_geojson', 'to_pixels', 'ScenePrompt',
+           'scene_prompts', 'prompt_channels', 'SceneResult', 'predict_scene', 'geodesic_length', 'ground_resolution',
+           'crs_name', 'network_geojson', 'write_mask', 'drop_short_roads', 'min_length_px', 'quicklook',
+           'segment_scene', 'geojson_on_mask', 'rasterize_centrelines', 'graph_centrelines', 'fuse_with_prediction',
+           'cut_tiles', 'window_cores', 'write_test_scene', 'benchmark_scene']
 
 # %% ../nbs/10_geo.ipynb #70f19f55
 def _rio():
@@ -388,6 +388,20 @@ def geodesic_length(lonlat # (N,2) longitude, latitude in degrees
     dlon = (np.diff(p[:, 0]) + np.pi) % (2 * np.pi) - np.pi
     return float(np.hypot(M * np.diff(p[:, 1]), N * np.cos(phi) * dlon).sum())
 
+# %% ../nbs/10_geo.ipynb #dc69f0ef
+def ground_resolution(transform, crs=None, shape=None) -> float:
+    "Metres per pixel of a grid: sqrt(pixel area) in a projected CRS; at the grid's centre latitude in a geographic one."
+    from rasterio.transform import Affine
+    t = transform if isinstance(transform, Affine) else Affine(*tuple(transform)[:6])
+    area = abs(t.a * t.e - t.b * t.d)
+    if crs is None: return math.sqrt(area)
+    from rasterio.crs import CRS
+    crs = CRS.from_user_input(crs)
+    if crs.is_projected: return math.sqrt(area) * crs.linear_units_factor[1]
+    H, W = shape if shape is not None else (1, 1)
+    (x0, y0), (x1, y1), (x2, y2) = _apply(t, W / 2, H / 2), _apply(t, W / 2 + 1, H / 2), _apply(t, W / 2, H / 2 + 1)
+    return math.sqrt(geodesic_length([[x0, y0], [x1, y1]]) * geodesic_length([[x0, y0], [x2, y2]]))
+
 # %% ../nbs/10_geo.ipynb #aca45ecd
 def crs_name(crs) -> str | None:
     "'EPSG:n' when the CRS has an EPSG code, else its WKT; None for None."
@@ -397,9 +411,10 @@ def crs_name(crs) -> str | None:
 
 def network_geojson(mask, # (H,W) bool road mask in the scene's grid
                     scene:Scene, prune:float=10, # spur pruning (px) passed to mask_to_graph
+                    graph=None, # the mask's road graph if already built (e.g. by `drop_short_roads`)
                    ) -> dict: # GeoJSON FeatureCollection of LineStrings in the scene's CRS (pixels when it has none)
     "Road network of `mask` as GeoJSON LineStrings in the scene's CRS with length_px, length_m and crs properties."
-    g = mask_to_graph(np.asarray(mask, bool), prune)
+    g = mask_to_graph(np.asarray(mask, bool), prune) if graph is None else graph
     geo = scene.georeferenced
     fc = graph_to_geojson(g, tuple(scene.transform)[:6] if geo else None)
     name = crs_name(scene.crs)
@@ -422,27 +437,84 @@ def write_mask(path, mask, scene:Scene, valid=None) -> Path:
     v = None if valid is None or np.all(valid) else valid
     return write_geotiff(path, np.asarray(mask, bool), scene.crs, scene.transform, valid=v)
 
+# %% ../nbs/10_geo.ipynb #1057a8fd
+NO_PROMPT_NOTE = ("no prompts: the network segmented the scene on its own. Treat the result as a first draft to correct "
+                  "with prompts (--prompts), not as a finished map: without prompts it misses roads and marks road-like "
+                  "texture (fields, rivers, roofs) as road.")
+
+def drop_short_roads(mask, # (H,W) bool road mask
+                     min_px:float, # shortest piece kept: total centreline length (px) of one connected piece of road
+                     prune:float=10, # spur pruning (px) passed to mask_to_graph
+                    ) -> tuple: # (mask (H,W) bool, road graph of what is kept, number of pieces dropped)
+    "Remove connected road pieces whose centreline network is shorter than `min_px` from the mask and from its graph."
+    m = np.asarray(mask, bool)
+    g = mask_to_graph(m, prune)
+    if min_px <= 0: return m, g, 0
+    lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+    length, of = np.zeros(n + 1), {}
+    for u, v, d in g.edges(data=True):
+        xy = np.clip(np.rint(np.asarray(d["pts"], float)).astype(int), 0, [m.shape[1] - 1, m.shape[0] - 1])
+        ls = lab[xy[:, 1], xy[:, 0]]; l = int(ls[ls > 0][0]) if (ls > 0).any() else 0   # skeleton pixels lie on their piece
+        of[(u, v)] = l; length[l] += d["length"]
+    keep = length >= min_px; keep[0] = False
+    g.remove_edges_from([e for e, l in of.items() if not keep[l]])
+    g.remove_nodes_from([x for x in list(g.nodes) if g.degree(x) == 0])
+    return keep[lab], g, int((~keep[1:]).sum())
+
+# %% ../nbs/10_geo.ipynb #c114ceed
+def min_length_px(min_length:float, scene:Scene) -> tuple: # (pixels, unit "m" or "px", metres per pixel or None)
+    "`min_length` in metres over the scene's ground resolution when it is georeferenced, else taken as pixels."
+    if min_length < 0: raise ValueError(f"min_length must be >= 0, got {min_length}")
+    if not scene.georeferenced: return float(min_length), "px", None
+    gsd = ground_resolution(scene.transform, scene.crs, scene.shape)
+    return float(min_length) / gsd, "m", gsd
+
+def quicklook(scene:Scene, mask, # (H,W) bool roads on the scene's grid
+              path, title:str, max_side:int=1200) -> Path:
+    "PNG of `scene` downsampled to at most `max_side` px a side with `mask` in red, under `title`."
+    from matplotlib.figure import Figure
+    H, W = scene.shape; f = max(1, math.ceil(max(H, W) / max_side)); step = 64 * f
+    img = np.concatenate([scene.read((y, min(H, y + step), 0, W))[0][::f, ::f] for y in range(0, H, step)])
+    h, w = img.shape[:2]
+    m = np.zeros((h * f, w * f), bool); m[:H, :W] = np.asarray(mask, bool)
+    m = m.reshape(h, f, w, f).any((1, 3))
+    img[m] = 0.3 * img[m] + 0.7 * np.array([1, 0, 0], np.float32)
+    fig = Figure(figsize=(max(w, 400) / 100, h / 100 + 0.6), dpi=100)
+    ax = fig.add_subplot(); ax.imshow(img, interpolation="nearest"); ax.axis("off")
+    ax.set_title(title, fontsize=8, wrap=True)
+    path = Path(path); fig.savefig(path, bbox_inches="tight", pad_inches=0.05)
+    return path
+
 # %% ../nbs/10_geo.ipynb #064168f3
 def segment_scene(scene_path, # GeoTIFF (or any raster GDAL reads: PNG/JPEG work in pixel coordinates)
-                  out_dir, # folder for mask.tif, roads.geojson, summary.json
+                  out_dir, # folder for mask.tif, roads.geojson, quicklook.png, summary.json
                   prompts=None, # optional GeoJSON prompts (path or dict) in the scene's CRS (or pixels)
                   model=None, # None (shipped weights), an nn.Module, a Predictor or a callable
                   window:int=512, overlap:int=64, threshold:float=0.5,
+                  min_length:float=10.0, # drop road pieces shorter than this: metres if georeferenced, else pixels
                   progress:bool=True,
-                 ) -> dict: # {"mask": Path, "geojson": Path, "summary": Path}
-    "Segment a whole scene: sliding-window prediction -> mask GeoTIFF + road GeoJSON (scene CRS) + summary.json."
+                 ) -> dict: # {"mask", "geojson", "quicklook", "summary"}: Paths
+    "Segment a whole scene: sliding-window prediction -> mask GeoTIFF + road GeoJSON (scene CRS) + quick look + summary.json."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     with open_scene(scene_path) as sc:
+        min_px, unit, gsd = min_length_px(min_length, sc)
         res = predict_scene(sc, model, prompts, window, overlap, threshold, keep_logits=False, progress=progress)
-        paths = {"mask": write_mask(out / "mask.tif", res.mask, sc, res.valid), "geojson": out / "roads.geojson",
-                 "summary": out / "summary.json"}
-        t = time.perf_counter(); fc = network_geojson(res.mask, sc)
+        t = time.perf_counter()
+        mask, g, dropped = drop_short_roads(res.mask, min_px)
+        paths = {"mask": write_mask(out / "mask.tif", mask, sc, res.valid), "geojson": out / "roads.geojson",
+                 "quicklook": out / "quicklook.png", "summary": out / "summary.json"}
+        fc = network_geojson(mask, sc, graph=g)
         paths["geojson"].write_text(json.dumps(fc))
+        n, length = len(fc["features"]), sum(f["properties"]["length_m"] or 0 for f in fc["features"])
+        note = NO_PROMPT_NOTE if not res.stats["prompts"] else f"{res.stats['prompts']} prompt(s) used"
         summ = dict(scene=str(sc.path), shape=list(sc.shape), crs=crs_name(sc.crs), transform=list(sc.transform)[:6],
-                    georeferenced=sc.georeferenced, window=window, overlap=overlap, threshold=threshold,
-                    road_fraction=float(res.mask.mean()), valid_fraction=float(res.valid.mean()),
-                    n_roads=len(fc["features"]), length_m=sum(f["properties"]["length_m"] or 0 for f in fc["features"]),
-                    graph_seconds=time.perf_counter() - t, **res.stats)
+                    georeferenced=sc.georeferenced, ground_resolution_m=gsd, window=window, overlap=overlap,
+                    threshold=threshold, min_length=min_length, min_length_unit=unit, pieces_dropped=dropped,
+                    road_fraction=float(mask.mean()), valid_fraction=float(res.valid.mean()), n_roads=n, length_m=length,
+                    graph_seconds=time.perf_counter() - t, note=note, **res.stats)
+        quicklook(sc, mask, paths["quicklook"], f"{Path(str(sc.path or 'scene')).name}: {n} road lines (red), pieces "
+                  f"shorter than {min_length:g} {unit} dropped ({dropped}). " + ("No prompts: a first draft to correct "
+                  "with prompts, not a finished map." if not res.stats["prompts"] else note))
         paths["summary"].write_text(json.dumps(summ, indent=1))
     return paths
 
@@ -464,18 +536,6 @@ WIDTHS_M = {"motorway": 11.0, "trunk": 10.0, "primary": 9.0, "secondary": 8.0, "
             "residential": 7.0, "living_street": 5.0, "unclassified": 5.0, "service": 4.0, "track": 3.0,
             "path": 2.0, "footway": 2.0, "cycleway": 2.0, "default": 6.0}  # metres, whole carriageway
 
-def ground_resolution(transform, crs=None, shape=None) -> float:
-    "Metres per pixel of a grid: sqrt(pixel area) in a projected CRS; at the grid's centre latitude in a geographic one."
-    from rasterio.transform import Affine
-    t = transform if isinstance(transform, Affine) else Affine(*tuple(transform)[:6])
-    area = abs(t.a * t.e - t.b * t.d)
-    if crs is None: return math.sqrt(area)
-    from rasterio.crs import CRS
-    crs = CRS.from_user_input(crs)
-    if crs.is_projected: return math.sqrt(area) * crs.linear_units_factor[1]
-    H, W = shape if shape is not None else (1, 1)
-    (x0, y0), (x1, y1), (x2, y2) = _apply(t, W / 2, H / 2), _apply(t, W / 2 + 1, H / 2), _apply(t, W / 2, H / 2 + 1)
-    return math.sqrt(geodesic_length([[x0, y0], [x1, y1]]) * geodesic_length([[x0, y0], [x2, y2]]))
 
 # %% ../nbs/10_geo.ipynb #e844092e
 def rasterize_centrelines(geojson, # centrelines: path / dict / feature list of LineStrings (optional `highway` property)

@@ -4,7 +4,8 @@
 
 # %% ../nbs/08a_interactive.ipynb #73a87853
 from __future__ import annotations
-import json, time
+import json, time, tracemalloc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -16,7 +17,8 @@ from .prompts import PromptState, draw_polyline, draw_disk
 
 # %% auto #0
 __all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'plan_windows',
-           'PromptRecord', 'InteractiveSession', 'patch_session', 'skeleton_length', 'benchmark_session']
+           'PromptRecord', 'SessionPrompts', 'InteractiveSession', 'patch_session', 'skeleton_length',
+           'benchmark_session', 'benchmark_history']
 
 # %% ../nbs/08a_interactive.ipynb #62e5dca0
 def as_rgb(image # (H,W), (H,W,1|2|3|4) array: uint8, uint16, bool or float in [0,1]
@@ -147,21 +149,29 @@ class PromptRecord:
     kind: str
     positive: bool
     bbox: tuple # (y0, y1, x0, x1) half-open
-    patch: np.ndarray # (y1-y0, x1-x0) float32 in [0,1]
+    patch: np.ndarray # (y1-y0, x1-x0): bool for a 0/1 prompt, else float32 in [0,1]
     points: np.ndarray|None = None # (N,2) (x, y) for scribbles and clicks
     width: float|None = None # stroke width (scribble) or radius (click) in pixels
     def full(self, shape) -> np.ndarray:
         "The prompt as an (H,W) float32 mask."
         m = np.zeros(shape[:2], np.float32); y0, y1, x0, x1 = self.bbox
         m[y0:y1, x0:x1] = self.patch; return m
+    @property
+    def nbytes(self) -> int: return self.patch.nbytes + (0 if self.points is None else self.points.nbytes)
+
+def _box(m, y0=0, x0=0):
+    "Bounding box (y0, y1, x0, x1) of the nonzero pixels of 2-D `m` (offset by y0, x0), or None when there are none."
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    if len(rows) == 0: return None
+    return (y0 + int(rows[0]), y0 + int(rows[-1]) + 1, x0 + int(cols[0]), x0 + int(cols[-1]) + 1)
 
 def _record(kind, mask, positive, points=None, width=None):
-    "A PromptRecord holding `mask` (H,W) cropped to its bounding box."
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0: raise ValueError(f"expected a {kind} prompt covering at least one pixel, got an empty mask")
-    bbox = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+    "A PromptRecord holding `mask` (H,W) cropped to its bounding box, as bool when it is 0/1."
+    bbox = _box(mask)
+    if bbox is None: raise ValueError(f"expected a {kind} prompt covering at least one pixel, got an empty mask")
     y0, y1, x0, x1 = bbox
-    return PromptRecord(kind, bool(positive), bbox, mask[y0:y1, x0:x1].astype(np.float32), points, width)
+    crop = mask[y0:y1, x0:x1]; b = crop > 0
+    return PromptRecord(kind, bool(positive), bbox, b if np.array_equal(crop, b) else crop.astype(np.float32), points, width)
 
 def _union(a, b):
     "Union of two (y0, y1, x0, x1) boxes, either may be None."
@@ -169,11 +179,68 @@ def _union(a, b):
     if b is None: return a
     return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
 
+# %% ../nbs/08a_interactive.ipynb #70eeae2a
+class _History(Sequence):
+    "Read-only `PromptState.history` over records: (mask (H,W) float32, positive) pairs, rasterised when read."
+    def __init__(self, records, shape): self.records, self.shape = records, shape
+    def __len__(self): return len(self.records)
+    def __getitem__(self, i):
+        if isinstance(i, slice): return [self[j] for j in range(*i.indices(len(self)))]
+        r = self.records[i]; return (r.full(self.shape), r.positive)
+
+class SessionPrompts(PromptState):
+    "A session's prompts: `records` (PromptRecord, oldest first) and the `pos`, `neg` (H,W) float32 channels they make."
+    def __init__(self, shape):
+        st = PromptState(shape)  # validates the shape
+        self.shape, self.pos, self.neg, self.records = st.shape, st.pos, st.neg, []
+    @property
+    def history(self): return _History(self.records, self.shape)
+    @property
+    def n_prompts(self) -> int: return len(self.records)
+    def add(self, mask, positive=True):
+        raise TypeError("add prompts through the InteractiveSession (add_scribble, add_click, add_prompt_mask), "
+                        "which keeps undo in step; PromptState.copy() gives a free-standing copy")
+    def push(self, rec:PromptRecord):
+        "Append `rec` and raise its channel inside `rec.bbox`; returns (flat indices raised, their old values) for `pop`."
+        y0, y1, x0, x1 = rec.bbox; crop = (self.pos if rec.positive else self.neg)[y0:y1, x0:x1]
+        idx = np.flatnonzero(rec.patch > crop).astype(np.int32)
+        old = crop[np.unravel_index(idx, crop.shape)]
+        np.maximum(crop, rec.patch, out=crop); self.records.append(rec)
+        return idx, old
+    def pop(self, rec:PromptRecord, idx, old):
+        "Undo `push(rec)`: remove the newest record, `rec`, and put back the channel values it raised."
+        if not self.records or self.records[-1] is not rec: raise RuntimeError("pop: `rec` is not the newest prompt")
+        y0, y1, x0, x1 = rec.bbox; crop = (self.pos if rec.positive else self.neg)[y0:y1, x0:x1]
+        crop[np.unravel_index(idx, crop.shape)] = old; self.records.pop()
+    def __repr__(self):
+        n_pos = sum(r.positive for r in self.records)
+        return f"SessionPrompts({self.shape}, {n_pos} positive, {self.n_prompts - n_pos} negative)"
+
 @dataclass
-class _Snapshot:
-    records: tuple
-    logits: np.ndarray
+class _Patch:
+    "Logits one prediction wrote: `crop` holds the other side's values in `box` (None: no bit changed), `dirty` its region."
+    box: tuple|None
+    crop: np.ndarray|None
     dirty: tuple|None
+
+@dataclass
+class _Step:
+    "One undoable action, a prompt added (`rec`) or a clear (`other`), and the predictions made after it (`patches`)."
+    rec: PromptRecord|None = None # the prompt added
+    idx: np.ndarray|None = None # flat indices in rec.bbox where it raised its channel
+    old: np.ndarray|None = None # the channel's values there before
+    other: tuple|None = None # a clear: (prompts, logits, dirty) of the other side
+    dirty: tuple|None = None # a prompt: the region to re-predict on the other side
+    patches: list = field(default_factory=list) # [_Patch], oldest first
+    base: int = 0 # on the redo stack: how many patches the state below had when this step was undone
+    @property
+    def nbytes(self) -> int:
+        n = sum(0 if p.crop is None else p.crop.nbytes for p in self.patches)
+        if self.rec is not None: n += self.idx.nbytes + self.old.nbytes
+        if self.other is not None:
+            pr, lg, _ = self.other
+            n += lg.nbytes + pr.pos.nbytes + pr.neg.nbytes + sum(r.nbytes for r in pr.records)
+        return n
 
 # %% ../nbs/08a_interactive.ipynb #185792fa
 class InteractiveSession:
@@ -190,16 +257,18 @@ class InteractiveSession:
         self.image = load_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
         self.predictor = as_predictor(model)
         self.window, self.gsd, self.transform = int(window), gsd, transform
-        self.click_radius, self.max_history = click_radius, max_history
+        self.click_radius, self.max_history = click_radius, int(max_history)
         self.threshold, self.mode = threshold, mode
-        self.records, self._undo, self._redo = [], [], []
+        self._undo, self._redo, self._root = [], [], []  # _Step stacks; patches made below the oldest step
         self.logits = np.zeros(self.shape, np.float32)
-        self.prompts, self._dirty = PromptState(self.shape), None
+        self.prompts, self._dirty = SessionPrompts(self.shape), (0, self.shape[0], 0, self.shape[1])  # all to predict
         self.latency_ms, self.n_predictions, self.last_windows = None, 0, []
         self._mask = self._graph = None
 
     @property
     def shape(self): return self.image.shape[:2]
+    @property
+    def records(self) -> list: return self.prompts.records
     @property
     def n_prompts(self) -> int: return len(self.records)
     @property
@@ -228,17 +297,19 @@ def patch_session(f):
     setattr(InteractiveSession, f.__name__, f); return f
 
 @patch_session
-def _snapshot(self:InteractiveSession): return _Snapshot(tuple(self.records), self.logits, self._dirty)
+def _push(self:InteractiveSession, step:_Step):
+    "Make `step` the newest undoable action; a new action forgets what could be redone."
+    self._undo.append(step); self._redo.clear(); self._trim()
 
 @patch_session
-def _push(self:InteractiveSession):
-    "Remember the current state for undo; a new action forgets what could be redone."
-    self._undo.append(self._snapshot()); del self._undo[:-self.max_history]; self._redo.clear()
+def _trim(self:InteractiveSession):
+    "Keep at most `max_history` steps; the patches of the oldest one dropped become those of the bottom state."
+    while len(self._undo) > max(self.max_history, 0): self._root = self._undo.pop(0).patches
 
 @patch_session
 def _add(self:InteractiveSession, rec:PromptRecord):
-    self._push(); self.records.append(rec)
-    self.prompts.add(rec.full(self.shape), positive=rec.positive)
+    idx, old = self.prompts.push(rec)
+    self._push(_Step(rec=rec, idx=idx, old=old, dirty=self._dirty))
     self._dirty, self._mask = _union(self._dirty, rec.bbox), None
     return rec
 
@@ -272,7 +343,7 @@ def add_prompt_mask(self:InteractiveSession, mask, # (H,W) bool or float in [0,1
 def _run(self:InteractiveSession, win):
     "Model logits for window `win` = (y0, y1, x0, x1): (h,w) float32."
     y0, y1, x0, x1 = win
-    ch = self.prompts.to_channels().numpy()[:, y0:y1, x0:x1]
+    ch = np.stack([self.prompts.pos[y0:y1, x0:x1], self.prompts.neg[y0:y1, x0:x1]])
     out = np.asarray(self.predictor(self.image[y0:y1, x0:x1], ch, self.logits[y0:y1, x0:x1]), dtype=np.float32)
     if out.shape != (y1 - y0, x1 - x0):
         raise ValueError(f"model returned logits of shape {out.shape}, expected {(y1 - y0, x1 - x0)} (H,W)")
@@ -280,28 +351,44 @@ def _run(self:InteractiveSession, win):
     return out
 
 @patch_session
+def _write(self:InteractiveSession, box, # (y0, y1, x0, x1) the logits predicted
+           new) -> _Patch: # (y1-y0, x1-x0) float32 new logits there
+    "Write `new` into the logits (a new array); returns the _Patch that undoes it: the old values in the box of changed bits."
+    y0, y1, x0, x1 = box; old = self.logits[y0:y1, x0:x1]
+    p = _Patch(_box(new.view(np.uint32) != old.view(np.uint32), y0, x0), None, self._dirty)  # bitwise: -0.0 != 0.0
+    if p.box is not None:
+        a, b, c, d = p.box; p.crop = self.logits[a:b, c:d].copy()
+        lg = self.logits.copy(); lg[y0:y1, x0:x1] = new; self.logits = lg
+    self._dirty, self._mask = None, None
+    return p
+
+@patch_session
+def _here(self:InteractiveSession) -> list:
+    "The patches of the current state: the predictions made since the newest step (or the bottom state)."
+    return self._undo[-1].patches if self._undo else self._root
+
+@patch_session
 def predict(self:InteractiveSession) -> np.ndarray: # (H,W) bool
-    "Re-predict around the prompts added since the last prediction; returns the road mask."
+    "Re-predict around the prompts added since the last prediction (none: no model call); returns the road mask."
     t0 = time.perf_counter()
-    H, W = self.shape
-    m = self.window // 8
-    d = self._dirty
-    region = (0, H, 0, W) if d is None else (d[0] - m, d[1] + m, d[2] - m, d[3] + m)
-    wins = plan_windows(region, self.shape, self.window)
-    if wins == [(0, H, 0, W)]: logits = self._run(wins[0])
+    if self._dirty is None: self.last_windows = []
     else:
-        ub = (min(w[0] for w in wins), max(w[1] for w in wins), min(w[2] for w in wins), max(w[3] for w in wins))
-        num = np.zeros((ub[1] - ub[0], ub[3] - ub[2]), np.float32); den = np.zeros_like(num)
-        for y0, y1, x0, x1 in wins:
-            wt = _tent(y1 - y0, x1 - x0)
-            num[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]] += wt * self._run((y0, y1, x0, x1))
-            den[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]] += wt
-        logits = self.logits.copy()
-        sub = logits[ub[0]:ub[1], ub[2]:ub[3]]
-        np.divide(num, den, out=sub, where=den > 0)
-    self.logits, self._dirty, self._mask, self.last_windows = logits, None, None, wins
+        m, d = self.window // 8, self._dirty
+        wins = plan_windows((d[0] - m, d[1] + m, d[2] - m, d[3] + m), self.shape, self.window)
+        if len(wins) == 1: ub, new = wins[0], self._run(wins[0])
+        else:
+            ub = (min(w[0] for w in wins), max(w[1] for w in wins), min(w[2] for w in wins), max(w[3] for w in wins))
+            num = np.zeros((ub[1] - ub[0], ub[3] - ub[2]), np.float32); den = np.zeros_like(num)
+            for y0, y1, x0, x1 in wins:
+                wt = _tent(y1 - y0, x1 - x0)
+                num[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]] += wt * self._run((y0, y1, x0, x1))
+                den[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]] += wt
+            new = self.logits[ub[0]:ub[1], ub[2]:ub[3]].copy()
+            np.divide(num, den, out=new, where=den > 0)
+        self._here().append(self._write(ub, new))
+        self.last_windows, self.n_predictions = wins, self.n_predictions + 1
     mask = self.mask
-    self.latency_ms, self.n_predictions = (time.perf_counter() - t0) * 1000, self.n_predictions + 1
+    self.latency_ms = (time.perf_counter() - t0) * 1000
     return mask
 
 @patch_session
@@ -316,27 +403,53 @@ def _compute_mask(self:InteractiveSession) -> np.ndarray:
 
 # %% ../nbs/08a_interactive.ipynb #6831d4c8
 @patch_session
-def _restore(self:InteractiveSession, snap:_Snapshot):
-    self.records, self.logits, self._dirty = list(snap.records), snap.logits, snap.dirty
-    self.prompts = PromptState.from_history(self.shape, [(r.full(self.shape), r.positive) for r in self.records])
+def _swap(self:InteractiveSession, p:_Patch):
+    "Exchange the logits in `p.box` (and the region to re-predict) with those kept in `p`."
+    if p.box is not None:
+        y0, y1, x0, x1 = p.box; lg = self.logits.copy()   # a new array: a caller's `s.logits` stays as it was
+        p.crop, lg[y0:y1, x0:x1] = lg[y0:y1, x0:x1].copy(), p.crop
+        self.logits = lg
+    p.dirty, self._dirty = self._dirty, p.dirty
+
+@patch_session
+def _flip(self:InteractiveSession, step:_Step, forward:bool):
+    "Apply `step` (forward) or take it back, with the predictions made after it."
+    if step.other is not None:   # a clear: exchange the whole state
+        (self.prompts, self.logits, self._dirty), step.other = step.other, (self.prompts, self.logits, self._dirty)
+    elif forward:
+        step.idx, step.old = self.prompts.push(step.rec); step.dirty, self._dirty = self._dirty, step.dirty
+        for p in step.patches: self._swap(p)
+    else:
+        for p in reversed(step.patches): self._swap(p)
+        self.prompts.pop(step.rec, step.idx, step.old); step.dirty, self._dirty = self._dirty, step.dirty
     self._mask = self._graph = None
 
 @patch_session
 def undo(self:InteractiveSession) -> bool:
-    "Return to the state before the last prompt or clear; False when there is nothing to undo."
+    "Return exactly to the state before the last prompt or clear (prompts, logits, mask); False when there is nothing to undo."
     if not self._undo: return False
-    self._redo.append(self._snapshot()); self._restore(self._undo.pop()); return True
+    step = self._undo.pop(); self._flip(step, forward=False)
+    step.base = len(self._here()); self._redo.append(step); return True
 
 @patch_session
 def redo(self:InteractiveSession) -> bool:
-    "Return to the state before the last undo; False when there is nothing to redo."
+    "Return exactly to the state before the last undo; False when there is nothing to redo."
     if not self._redo: return False
-    self._undo.append(self._snapshot()); self._restore(self._redo.pop()); return True
+    step, here = self._redo.pop(), self._here()
+    while len(here) > step.base: self._swap(here.pop())  # a prediction made since the undo: take it back first
+    self._flip(step, forward=True); self._undo.append(step); self._trim(); return True
 
 @patch_session
 def clear(self:InteractiveSession):
     "Remove all prompts and the prediction (undoable)."
-    self._push(); self._restore(_Snapshot((), np.zeros(self.shape, np.float32), None))
+    step = _Step(other=(SessionPrompts(self.shape), np.zeros(self.shape, np.float32), (0, self.shape[0], 0, self.shape[1])))
+    self._flip(step, forward=True); self._push(step)
+
+@patch_session
+def history_nbytes(self:InteractiveSession) -> int:
+    "Bytes of array data held for the prompts and the undo/redo steps (not the image, channels or current logits)."
+    return sum(r.nbytes for r in self.records) + sum(s.nbytes for s in self._undo + self._redo) + \
+           sum(0 if p.crop is None else p.crop.nbytes for p in self._root)
 
 # %% ../nbs/08a_interactive.ipynb #26eff4d6
 @patch_session
@@ -403,4 +516,33 @@ def benchmark_session(model="lite", # a build_model name, or anything Interactiv
              predict_median_ms=float(np.median(net)), n=n, size=size)
     print(f"{size}x{size}, {n} strokes: median {r['median_ms']:.1f} ms per stroke (p90 {r['p90_ms']:.1f}); "
           f"predict + threshold alone {r['predict_median_ms']:.1f} ms")
+    return r
+
+# %% ../nbs/08a_interactive.ipynb #84846974
+def benchmark_history(n:int=1000, # strokes
+                      size:int=512, # tile side in pixels
+                      model="dilation", # anything InteractiveSession accepts
+                      k:int=50, # strokes in the first and the last median
+                      seed:int=0, verbose:bool=True) -> dict:
+    "Per-stroke ms (add_scribble + predict) of the first and last `k` of `n` strokes, and the memory gained per stroke."
+    rng = np.random.default_rng(seed)
+    s = InteractiveSession(np.full((size, size, 3), 0.5, np.float32), model=model)
+    ms, mem = np.zeros(n), np.zeros(n)
+    started = not tracemalloc.is_tracing()
+    if started: tracemalloc.start()
+    try:
+        for i in range(n):
+            pts = np.clip(rng.uniform(0, size - 1, 2) + np.cumsum(rng.normal(0, 8, (4, 2)), 0), 0, size - 1)
+            t0 = time.perf_counter(); s.add_scribble(pts, positive=bool(i % 4 != 3)); s.predict()
+            ms[i], mem[i] = (time.perf_counter() - t0) * 1000, tracemalloc.get_traced_memory()[0]
+    finally:
+        if started: tracemalloc.stop()
+    k = min(k, n)
+    r = dict(n=n, size=size, first_ms=float(np.median(ms[:k])), last_ms=float(np.median(ms[-k:])),
+             stroke_ms=ms, mem_mb=mem / 2**20, growth_mb=float(mem[-1] - mem[0]) / 2**20,
+             kb_per_stroke=float(mem[-1] - mem[0]) / max(n - 1, 1) / 1024, history_kb=s.history_nbytes() / 1024)
+    if verbose:
+        print(f"{size}x{size}, {n} strokes: median {r['first_ms']:.1f} ms per stroke for the first {k}, "
+              f"{r['last_ms']:.1f} ms for the last {k}; memory +{r['growth_mb']:.1f} MB "
+              f"({r['kb_per_stroke']:.1f} KB per stroke; prompts and undo steps hold {r['history_kb']:.0f} KB)")
     return r
