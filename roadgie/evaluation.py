@@ -150,7 +150,7 @@ def make_methods(methods, # names or dict (see `check_methods`)
         elif name == "prompts": out[name] = PromptsAlone(width)
     return out
 
-# %% ../nbs/08_evaluation.ipynb #238ad4ca
+# %% ../nbs/08_evaluation.ipynb #14b243a4
 def prompt_faithfulness(mask, # (H,W) bool prediction after a round
                         pos, neg, # (H,W) bool pixels under all positive / negative prompts so far
                         prev=None, # (H,W) bool prediction before the round (for `local`)
@@ -397,7 +397,7 @@ def write_outputs(df, snapshots, images, out_dir, verbose=True) -> dict:
     if verbose: print(f"wrote {', '.join(sorted(x.name for x in p.values()))} to {out}")
     return p
 
-# %% ../nbs/08_evaluation.ipynb #00afdf45
+# %% ../nbs/08_evaluation.ipynb #e2292846
 def _per_round(run):
     "A per-round DataFrame, or the per_round.csv of a run folder / file."
     if isinstance(run, pd.DataFrame): return run

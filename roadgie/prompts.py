@@ -401,7 +401,7 @@ def correction_prompts(pred, gt, state, rng, kind="bezier", strategy="largest", 
         state.add(simulate_prompt(lab == i, _pick_kind(kind, rng), rng, uncertainty=uncertainty, tau=tau, **params), positive)
     return state
 
-# %% ../nbs/02_prompts.ipynb #ecaf004b
+# %% ../nbs/02_prompts.ipynb #eb2faf1d
 def _check_kind(kind):
     if kind not in KINDS: raise ValueError(f"unknown prompt kind {kind!r}: expected one of {KINDS}")
 
