@@ -4,7 +4,7 @@
 
 # %% ../nbs/08a_interactive.ipynb #73a87853
 from __future__ import annotations
-import json, time, tracemalloc
+import json, math, time, tracemalloc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,13 +75,18 @@ def rasterize_click(x:float, y:float, # click position in pixels
 
 # %% ../nbs/08a_interactive.ipynb #b55bc9ea
 def _dilate(m, r):
-    "Binary dilation of (H,W) bool `m` by a disk of radius `r`, computed inside the bounding box of `m` only."
-    out = np.zeros_like(m)
+    "Binary dilation of (H,W) bool `m` by `disk(r)`, inside the bounding box of `m` only, by shifted ORs."
     rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-    if len(rows) == 0: return out
+    if len(rows) == 0 or r <= 0: return m.copy()
     y0, y1 = max(rows[0] - r, 0), min(rows[-1] + r + 1, m.shape[0])
     x0, x1 = max(cols[0] - r, 0), min(cols[-1] + r + 1, m.shape[1])
-    out[y0:y1, x0:x1] = ndimage.binary_dilation(m[y0:y1, x0:x1], structure=disk(r).astype(bool)) if r > 0 else m[y0:y1, x0:x1]
+    c = m[y0:y1, x0:x1]; v, acc = c.copy(), np.zeros_like(c)
+    for d in range(r + 1):  # disk(r) = union over d of the rectangles [-d, d] x [-isqrt(r^2 - d^2), isqrt(r^2 - d^2)]
+        if d: v[d:] |= c[:-d]; v[:-d] |= c[d:]  # v: `c` spread d rows up and down
+        h = v.copy()
+        for s in range(1, math.isqrt(r * r - d * d) + 1): h[:, s:] |= v[:, :-s]; h[:, :-s] |= v[:, s:]
+        acc |= h
+    out = np.zeros_like(m); out[y0:y1, x0:x1] = acc
     return out
 
 class PromptDilation:
@@ -171,7 +176,8 @@ def _record(kind, mask, positive, points=None, width=None):
     if bbox is None: raise ValueError(f"expected a {kind} prompt covering at least one pixel, got an empty mask")
     y0, y1, x0, x1 = bbox
     crop = mask[y0:y1, x0:x1]; b = crop > 0
-    return PromptRecord(kind, bool(positive), bbox, b if np.array_equal(crop, b) else crop.astype(np.float32), points, width)
+    patch = b if np.array_equal(crop, b) else crop.astype(np.float32)
+    return PromptRecord(kind, bool(positive), bbox, patch, points, width)
 
 def _union(a, b):
     "Union of two (y0, y1, x0, x1) boxes, either may be None."
@@ -233,9 +239,10 @@ class _Step:
     dirty: tuple|None = None # a prompt: the region to re-predict on the other side
     patches: list = field(default_factory=list) # [_Patch], oldest first
     base: int = 0 # on the redo stack: how many patches the state below had when this step was undone
+    stash: list = field(default_factory=list) # patches of the state below, taken back by redo, for undo to put back
     @property
     def nbytes(self) -> int:
-        n = sum(0 if p.crop is None else p.crop.nbytes for p in self.patches)
+        n = sum(0 if p.crop is None else p.crop.nbytes for p in self.patches + self.stash)
         if self.rec is not None: n += self.idx.nbytes + self.old.nbytes
         if self.other is not None:
             pr, lg, _ = self.other
@@ -353,7 +360,7 @@ def _run(self:InteractiveSession, win):
 @patch_session
 def _write(self:InteractiveSession, box, # (y0, y1, x0, x1) the logits predicted
            new) -> _Patch: # (y1-y0, x1-x0) float32 new logits there
-    "Write `new` into the logits (a new array); returns the _Patch that undoes it: the old values in the box of changed bits."
+    "Write `new` into (a copy of) the logits; returns the _Patch that undoes it: old values in the box of changed bits."
     y0, y1, x0, x1 = box; old = self.logits[y0:y1, x0:x1]
     p = _Patch(_box(new.view(np.uint32) != old.view(np.uint32), y0, x0), None, self._dirty)  # bitwise: -0.0 != 0.0
     if p.box is not None:
@@ -379,12 +386,14 @@ def predict(self:InteractiveSession) -> np.ndarray: # (H,W) bool
         else:
             ub = (min(w[0] for w in wins), max(w[1] for w in wins), min(w[2] for w in wins), max(w[3] for w in wins))
             num = np.zeros((ub[1] - ub[0], ub[3] - ub[2]), np.float32); den = np.zeros_like(num)
+            lo, hi = np.full_like(num, np.inf), np.full_like(num, -np.inf)
             for y0, y1, x0, x1 in wins:
+                sl, out = np.s_[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]], self._run((y0, y1, x0, x1))
                 wt = _tent(y1 - y0, x1 - x0)
-                num[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]] += wt * self._run((y0, y1, x0, x1))
-                den[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]] += wt
-            new = self.logits[ub[0]:ub[1], ub[2]:ub[3]].copy()
-            np.divide(num, den, out=new, where=den > 0)
+                num[sl] += wt * out; den[sl] += wt
+                np.minimum(lo[sl], out, out=lo[sl]); np.maximum(hi[sl], out, out=hi[sl])
+            new = self.logits[ub[0]:ub[1], ub[2]:ub[3]].copy(); np.divide(num, den, out=new, where=den > 0)
+            new = np.where(lo == hi, lo, new)  # where the windows agree, exactly their value, not a rounded blend
         self._here().append(self._write(ub, new))
         self.last_windows, self.n_predictions = wins, self.n_predictions + 1
     mask = self.mask
@@ -426,23 +435,26 @@ def _flip(self:InteractiveSession, step:_Step, forward:bool):
 
 @patch_session
 def undo(self:InteractiveSession) -> bool:
-    "Return exactly to the state before the last prompt or clear (prompts, logits, mask); False when there is nothing to undo."
+    "Return exactly to the state before the last prompt or clear (prompts, logits, mask); False when there is none."
     if not self._undo: return False
-    step = self._undo.pop(); self._flip(step, forward=False)
-    step.base = len(self._here()); self._redo.append(step); return True
+    step = self._undo.pop(); self._flip(step, forward=False); here = self._here()
+    for p in step.stash: self._swap(p); here.append(p)  # predictions made here before the redo: back as they were
+    step.stash, step.base = [], len(here); self._redo.append(step); return True
 
 @patch_session
 def redo(self:InteractiveSession) -> bool:
     "Return exactly to the state before the last undo; False when there is nothing to redo."
     if not self._redo: return False
     step, here = self._redo.pop(), self._here()
-    while len(here) > step.base: self._swap(here.pop())  # a prediction made since the undo: take it back first
+    while len(here) > step.base:  # a prediction made here since the undo: take it back first, keep it for undo
+        step.stash.insert(0, here.pop()); self._swap(step.stash[0])
     self._flip(step, forward=True); self._undo.append(step); self._trim(); return True
 
 @patch_session
 def clear(self:InteractiveSession):
     "Remove all prompts and the prediction (undoable)."
-    step = _Step(other=(SessionPrompts(self.shape), np.zeros(self.shape, np.float32), (0, self.shape[0], 0, self.shape[1])))
+    H, W = self.shape
+    step = _Step(other=(SessionPrompts(self.shape), np.zeros(self.shape, np.float32), (0, H, 0, W)))
     self._flip(step, forward=True); self._push(step)
 
 @patch_session
@@ -526,23 +538,24 @@ def benchmark_history(n:int=1000, # strokes
                       seed:int=0, verbose:bool=True) -> dict:
     "Per-stroke ms (add_scribble + predict) of the first and last `k` of `n` strokes, and the memory gained per stroke."
     rng = np.random.default_rng(seed)
-    s = InteractiveSession(np.full((size, size, 3), 0.5, np.float32), model=model)
     ms, mem = np.zeros(n), np.zeros(n)
     started = not tracemalloc.is_tracing()
     if started: tracemalloc.start()
     try:
+        s = InteractiveSession(np.full((size, size, 3), 0.5, np.float32), model=model)
+        base = tracemalloc.get_traced_memory()[0]   # the session with nothing drawn
         for i in range(n):
             pts = np.clip(rng.uniform(0, size - 1, 2) + np.cumsum(rng.normal(0, 8, (4, 2)), 0), 0, size - 1)
             t0 = time.perf_counter(); s.add_scribble(pts, positive=bool(i % 4 != 3)); s.predict()
-            ms[i], mem[i] = (time.perf_counter() - t0) * 1000, tracemalloc.get_traced_memory()[0]
+            ms[i], mem[i] = (time.perf_counter() - t0) * 1000, tracemalloc.get_traced_memory()[0] - base
     finally:
         if started: tracemalloc.stop()
     k = min(k, n)
     r = dict(n=n, size=size, first_ms=float(np.median(ms[:k])), last_ms=float(np.median(ms[-k:])),
-             stroke_ms=ms, mem_mb=mem / 2**20, growth_mb=float(mem[-1] - mem[0]) / 2**20,
-             kb_per_stroke=float(mem[-1] - mem[0]) / max(n - 1, 1) / 1024, history_kb=s.history_nbytes() / 1024)
+             stroke_ms=ms, mem_mb=mem / 2**20, growth_mb=float(mem[-1]) / 2**20,
+             kb_per_stroke=float(mem[-1]) / n / 1024, history_kb=s.history_nbytes() / 1024)
     if verbose:
         print(f"{size}x{size}, {n} strokes: median {r['first_ms']:.1f} ms per stroke for the first {k}, "
-              f"{r['last_ms']:.1f} ms for the last {k}; memory +{r['growth_mb']:.1f} MB "
+              f"{r['last_ms']:.1f} ms for the last {k}; memory +{r['growth_mb']:.1f} MB in all "
               f"({r['kb_per_stroke']:.1f} KB per stroke; prompts and undo steps hold {r['history_kb']:.0f} KB)")
     return r
