@@ -14,6 +14,8 @@ from skimage.morphology import disk, skeletonize
 from .data import load_image, to_rgb, save_mask as _save_mask
 from .graph import mask_to_graph, graph_to_geojson, graph_length
 from .prompts import PromptState, draw_polyline, draw_disk
+from .model import gsd_scale, Rescaled
+
 
 # %% auto #0
 __all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'plan_windows',
@@ -257,12 +259,15 @@ class InteractiveSession:
                  threshold:float=0.5, # probability above which a pixel is road
                  mode:str="all", # "all" roads or the "instance" the prompts point at
                  window:int=512, # tiles larger than this are predicted in windows around new prompts
-                 gsd:float|None=None, # ground sample distance, metres per pixel (for lengths in metres)
+                 gsd:float|None=None, # ground sample distance, metres per pixel (lengths in metres; resampling)
+                 resample:bool=True, # with `gsd` outside the network's band, let it see the image resampled into it
                  transform=None, # affine (a,b,c,d,e,f) or callable (x,y)->(X,Y) for GeoJSON in map coordinates
                  click_radius:float=3.0, # radius of a click's disk in pixels
                  max_history:int=100): # undo steps kept
         self.image = load_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
         self.predictor = as_predictor(model)
+        if resample and gsd_scale(gsd) != 1 and not (isinstance(model, str) and model == "dilation"):
+            self.predictor = Rescaled(self.predictor, gsd_scale(gsd))   # e.g. 5 cm drone imagery shown at 0.3 m/px
         self.window, self.gsd, self.transform = int(window), gsd, transform
         self.click_radius, self.max_history = click_radius, int(max_history)
         self.threshold, self.mode = threshold, mode

@@ -12,11 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['DIRECTIONS', 'MODELS', 'PRETRAINED_PATH', 'check_input', 'pad_to', 'shear', 'unshear', 'ShearDirectional',
+__all__ = ['DIRECTIONS', 'MODELS', 'GSD_BAND', 'PRETRAINED_PATH', 'check_input', 'pad_to', 'shear', 'unshear', 'ShearDirectional',
            'MaskedDirectional', 'line_image', 'direction_response', 'Calibrated', 'PaperDirectionalBlock', 'conv_prelu',
            'PaperUNet', 'cbr', 'DAM', 'Bottleneck', 'LiteNet', 'build_model', 'count_flops', 'make_input',
-           'export_onnx', 'ort_session', 'Predictor', 'save_model', 'load_model', 'load_pretrained', 'benchmark',
-           'bench_table']
+           'export_onnx', 'ort_session', 'Predictor', 'gsd_scale', 'Rescaled', 'save_model', 'load_model',
+           'load_pretrained', 'benchmark', 'bench_table']
 
 # %% ../nbs/03_model.ipynb #378730fe
 def check_input(x):
@@ -345,6 +345,44 @@ class Predictor:
     def predict(self, image, prompts, prev_logits=None):
         "(H,W) float32 logits for image (H,W,3) in [0,1], prompts (2,H,W), previous logits (H,W) or None."
         return np.ascontiguousarray(self(make_input(image, prompts, prev_logits))[0, 0], dtype=np.float32)
+
+# %% ../nbs/03_model.ipynb #0259d004
+GSD_BAND = (0.3, 1.2)   # metres per pixel the shipped network knows (training tiles x zoom augmentation)
+
+def gsd_scale(gsd:float|None, # ground sample distance of the image, metres per pixel (None: unknown)
+              band=GSD_BAND) -> float:
+    "Resampling factor (network pixels per image pixel) that brings `gsd` into `band`: 1 inside it or when unknown."
+    if gsd is None: return 1.0
+    if not (isinstance(gsd, (int, float)) and np.isfinite(gsd) and gsd > 0):
+        raise ValueError(f"expected gsd a positive number of metres per pixel, got {gsd!r}")
+    lo, hi = band
+    return gsd / lo if gsd < lo else gsd / hi if gsd > hi else 1.0
+
+def _resize(a, size, mode="bilinear", antialias=False):
+    "(C,H,W) float32 numpy -> (C,h,w) with torch interpolation."
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]
+    if mode == "max": return F.adaptive_max_pool2d(t, size)[0].numpy()
+    if mode == "nearest": return F.interpolate(t, size=size, mode="nearest")[0].numpy()
+    return F.interpolate(t, size=size, mode=mode, align_corners=False, antialias=antialias)[0].numpy()
+
+class Rescaled:
+    "Wrap `predictor` (image (H,W,3), prompts (2,H,W), prev (H,W)|None) -> logits so the network sees everything resampled by `factor`."
+    def __init__(self, predictor, factor:float, clamp:float=4.0): # clamp: prompts obeyed at full size (0 = off)
+        if not factor > 0: raise ValueError(f"expected factor > 0, got {factor!r}")
+        self.predictor, self.factor, self.clamp = predictor, float(factor), float(clamp)
+    def __call__(self, image, prompts, prev_logits=None):
+        H, W = image.shape[:2]; f = self.factor
+        if f == 1: return self.predictor(image, prompts, prev_logits)
+        size = (max(1, round(H * f)), max(1, round(W * f)))
+        img = _resize(np.asarray(image).transpose(2, 0, 1), size, antialias=f < 1).transpose(1, 2, 0).clip(0, 1)
+        pr = _resize(prompts, size, "max" if f < 1 else "nearest")
+        prev = None if prev_logits is None else _resize(np.asarray(prev_logits)[None], size)[0]
+        y = _resize(np.asarray(self.predictor(np.ascontiguousarray(img), pr, prev), np.float32)[None], (H, W))[0]
+        if self.clamp:
+            y = np.where(prompts[1] > 0.5, np.minimum(y, -self.clamp), y)
+            y = np.where(prompts[0] > 0.5, np.maximum(y, self.clamp), y)
+        return y.astype(np.float32)
+
 
 # %% ../nbs/03_model.ipynb #d322a805
 def _config_path(path): return Path(path).with_suffix(".json")
