@@ -4,12 +4,15 @@
 
 # %% ../nbs/11_cli.ipynb #0d1a7fbd
 from __future__ import annotations
-import sys, time
+import argparse, difflib, json, os, shutil, sys, time, warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['repo_root', 'run_notebook', 'export_figures', 'demo_notebooks', 'demo', 'bench', 'train', 'eval_params', 'evaluate',
-           'segment']
+__all__ = ['METHOD_NOTES', 'DEMO_TILES', 'DEMO_ROUNDS', 'DEMO_PROMPT', 'TRAIN_NB', 'repo_root', 'CliError', 'NotebookFailed',
+           'fail', 'Parser', 'console', 'checked', 'check_data_root', 'notebook_parameters', 'prepare_notebook',
+           'run_notebook', 'run_folder', 'export_figures', 'table_legend', 'explain_results', 'results_lines',
+           'demo_plan', 'demo', 'bench', 'train_parser', 'train_params', 'train', 'eval_params', 'evaluate', 'segment']
 
 # %% ../nbs/11_cli.ipynb #f04faf0b
 def repo_root() -> Path:
@@ -21,124 +24,495 @@ def repo_root() -> Path:
                                 "notebooks of a source checkout; install with `pip install -e .` from a clone")
     return root
 
-# %% ../nbs/11_cli.ipynb #bee66cef
-def run_notebook(nb: str, name: str, params: dict | None = None, out_dir: str | Path | None = None) -> Path:
-    "Execute `nbs/<nb>` with papermill into `runs/<name>/<nb>`; returns the output notebook's path."
+# %% ../nbs/11_cli.ipynb #ac8176cf
+class CliError(Exception):
+    "A mistake in a console script's arguments: one line on stderr, exit status 2, before any notebook runs."
+
+class NotebookFailed(Exception):
+    "A notebook run by a console script stopped with an error (one line on stderr, exit status 1)."
+
+def fail(prog:str, msg, status:int=2):
+    "Print `prog: error: msg` as one line on stderr and exit with `status`."
+    print(f"{prog}: error: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+class Parser(argparse.ArgumentParser):
+    "argparse with examples at the end of --help and one-line errors (exit status 2)."
+    def __init__(self, prog:str, description:str, examples=(), notes:str=""):
+        ep = "\n\n".join(x for x in (notes.strip(), "examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else "") if x)
+        super().__init__(prog=prog, description=description, epilog=ep or None, allow_abbrev=False,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    def error(self, message): fail(self.prog, f"{message} (see {self.prog} --help)")
+
+def console(prog:str, body, argv=None):
+    "Run a console script's `body(argv)`: CliError -> one line + status 2, NotebookFailed -> one line + status 1."
+    try: return body(sys.argv[1:] if argv is None else list(argv))
+    except CliError as e: fail(prog, e)
+    except NotebookFailed as e: fail(prog, e, 1)
+    except KeyboardInterrupt: fail(prog, "interrupted", 130)
+
+def checked(what:str, f, *args, **kwargs):
+    "Call `f(*args, **kwargs)`; a ValueError or OSError it raises becomes a CliError starting with `what`."
+    try: return f(*args, **kwargs)
+    except (ValueError, OSError) as e: raise CliError(f"{what}: {e}") from None
+
+# %% ../nbs/11_cli.ipynb #de64030c
+def check_data_root(path, split, verbose:bool=True) -> tuple[Path, list]: # (resolved root, records)
+    "The resolved data root and the records of `split` in it (see roadgie.data.find_tiles), or a CliError saying what to do."
+    from roadgie.data import find_tiles
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir(): raise CliError(f"data root {root} does not exist: expected a folder with images/ + masks/, a "
+                                         "tiles.csv index, or <id>_sat.jpg + <id>_mask.png files")
+    return root, checked(f"data root {root}", find_tiles, root, split, verbose=verbose)
+
+# %% ../nbs/11_cli.ipynb #390b939c
+def notebook_parameters(nb) -> dict: # name -> (default value source, comment)
+    "The assignments of a notebook's `parameters` cell (a path or a NotebookNode), read with Python's own parser."
+    import ast, io, tokenize, nbformat
+    if not hasattr(nb, "cells"): nb = nbformat.read(nb, as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None: return {}
+    src = cell.source
+    notes = {t.start[0]: t.string.lstrip("#").strip() for t in tokenize.generate_tokens(io.StringIO(src).readline)
+             if t.type == tokenize.COMMENT}
+    return {n.targets[0].id: (ast.get_source_segment(src, n.value), notes.get(n.lineno, "")) for n in ast.parse(src).body
+            if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)}
+
+# %% ../nbs/11_cli.ipynb #9589d694
+def _exports_package(cell) -> bool:
+    "True for a code cell that calls nbdev_export (the last cell of each notebook): it would rewrite roadgie/*.py."
+    import ast
+    if cell.cell_type != "code" or "nbdev_export" not in cell.source: return False
+    try: tree = ast.parse(cell.source)
+    except SyntaxError: return False                     # IPython magics: not a plain call of nbdev_export
+    return any(isinstance(n, ast.Call) and getattr(n.func, "attr", getattr(n.func, "id", None)) == "nbdev_export"
+               for n in ast.walk(tree))
+
+def prepare_notebook(src, # path of a notebook
+                     params:dict|None=None, # values for names of its parameters cell (anything else is a ValueError)
+                     setup:str|None=None): # code to run right after the parameters, in a cell tagged roadgie-setup
+    "The notebook at `src` ready for papermill: nbdev_export cells dropped, `params` checked and injected, `setup` added."
+    import nbformat, secrets
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                  # a cell without an id: given one below
+        nb = load_notebook_node(str(src))                # (papermill's loader adds the metadata it expects)
+    nb.cells = [c for c in nb.cells if not _exports_package(c)]
+    for c in nb.cells: c["id"] = c.get("id") or secrets.token_hex(4)
+    known = notebook_parameters(nb)
+    bad = sorted(set(params or {}) - set(known))
+    if bad: raise ValueError(f"{Path(src).name} has no parameter(s) {bad}; its parameters are {list(known)}")
+    if params: nb = parameterize_notebook(nb, params, kernel_name="python3", language="python")
+    if setup:
+        tagged = [k for k, c in enumerate(nb.cells) if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+        nb.cells.insert(max(tagged, default=-1) + 1, nbformat.v4.new_code_cell(setup, metadata={"tags": ["roadgie-setup"]}))
+    return nb
+
+# %% ../nbs/11_cli.ipynb #35077784
+def run_notebook(nb:str, # file name in nbs/, e.g. "08_evaluation.ipynb"
+                 out_dir, # folder for the executed notebook
+                 params:dict|None=None, setup:str|None=None, # see `prepare_notebook`
+                 stream:bool=False, # write the kernel's output to the terminal as it comes (else a bar over cells on a tty)
+                 cwd=None) -> Path: # the kernel's working directory (default: nbs/, as under nbdev_test)
+    "Execute `nbs/<nb>` with papermill into `out_dir/<nb>`; a failing cell raises NotebookFailed with its error in one line."
     import papermill as pm
-    root = repo_root()
-    src = root / "nbs" / nb
+    src = repo_root() / "nbs" / nb
     if not src.exists(): raise FileNotFoundError(f"notebook {src} not found")
-    out = Path(out_dir) if out_dir else root / "runs" / name
-    out.mkdir(parents=True, exist_ok=True)
-    dst = out / nb
-    t0 = time.time()
-    pm.execute_notebook(str(src), str(dst), parameters=params or {}, cwd=str(root / "nbs"), progress_bar=True,
-                        kernel_name="python3")
-    print(f"{nb}: {time.time() - t0:.1f} s -> {dst}")
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); dst = out / nb
+    node, t0 = prepare_notebook(src, params, setup), time.time()
+    try:
+        pm.execute_notebook(node, str(dst), cwd=str(cwd or src.parent), kernel_name="python3",
+                            progress_bar=not stream and sys.stderr.isatty(),   # a bar over cells, on a terminal
+                            stdout_file=sys.stdout if stream else None, stderr_file=sys.stderr if stream else None,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])   # not its 'TCP without encryption' warning
+    except pm.PapermillExecutionError as e:   # a multi-line message (e.g. from a DataLoader worker) ends with the cause
+        lines = [l for l in str(e.evalue).splitlines() if l.strip()] or [""]
+        raise NotebookFailed(f"{nb} failed in cell [{e.exec_count}]: " + (lines[-1] if len(lines) > 1 else f"{e.ename}: {lines[0]}")) from None
+    print(f"{nb}: {time.time() - t0:.1f} s -> {dst}", flush=True)
     return dst
 
+# %% ../nbs/11_cli.ipynb #329872cd
+@contextmanager
+def run_folder(final): # the run folder a command promises, e.g. runs/eval-test-centre
+    "Yield a temporary folder beside `final`, renamed to `final` on success; on failure removed, its last notebook kept."
+    final = Path(final); final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
+    try: yield tmp
+    except BaseException as e:
+        nbs = sorted(tmp.rglob("*.ipynb"), key=lambda p: p.stat().st_mtime)
+        kept = final.parent / f"{final.name}.failed.ipynb"
+        if nbs: shutil.move(str(nbs[-1]), kept)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, NotebookFailed):
+            raise NotebookFailed(f"{e} -- nothing was written to {final}" + (f"; the executed notebook is {kept}" if nbs else "")) from None
+        raise
+    if final.exists(): shutil.rmtree(final)
+    tmp.rename(final)
+
 # %% ../nbs/11_cli.ipynb #ef563ac5
-def export_figures(nb_path: str | Path, out_dir: str | Path | None = None, prefix: str | None = None) -> list[Path]:
+def export_figures(nb_path:str|Path, out_dir:str|Path|None=None, prefix:str|None=None,
+                   names:list|None=None) -> list[Path]: # file names for the figures, in order (the rest: <prefix>-figNN.png)
     "Write every PNG output of an executed notebook to `out_dir` (default: beside it); returns the paths."
     import base64, nbformat
     nb_path = Path(nb_path)
     out_dir = Path(out_dir) if out_dir else nb_path.parent
-    prefix = prefix or nb_path.stem
+    prefix, names = prefix or nb_path.stem, list(names or [])
     nb = nbformat.read(nb_path, as_version=4)
     paths = []
     for cell in nb.cells:
         for o in cell.get("outputs", []):
             png = o.get("data", {}).get("image/png")
             if png:
-                p = out_dir / f"{prefix}-fig{len(paths) + 1:02d}.png"
+                k = len(paths)
+                p = out_dir / (names[k] if k < len(names) else f"{prefix}-fig{k + 1:02d}.png")
                 p.write_bytes(base64.b64decode(png)); paths.append(p)
     return paths
 
-# %% ../nbs/11_cli.ipynb #0f748178
-def demo_notebooks(out: Path) -> list[tuple[str, dict]]:
-    "The demo's notebooks and their papermill parameters, writing under `out`."
-    return [("00_data.ipynb", {}), ("01_synthetic.ipynb", {}),
-            ("08_evaluation.ipynb", dict(data_root=None, split="test", rounds=5, max_tiles=None, out_dir=str(out / "eval")))]
+# %% ../nbs/11_cli.ipynb #6a43488d
+METHOD_NOTES = {"roadgie-lite": "the shipped network, driven by the simulated user's prompts",
+                "auto": "the same network with no prompts at all (automatic segmentation)",
+                "random-walker": "the classical interactive baseline (random walker) on the same prompts",
+                "prompts": "the prompts alone, drawn at road width (what the user gave)",
+                "paper": "the paper's full-size network on the same prompts"}
 
-def demo(argv: list[str] | None = None) -> None:
-    "Console script `roadgie-demo`: run the demo notebooks into `runs/demo/` with PNG previews."
-    import argparse
-    ap = argparse.ArgumentParser(prog="roadgie-demo", description=demo.__doc__)
-    ap.add_argument("--name", default="demo", help="run folder under runs/")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    out = repo_root() / "runs" / args.name
-    for nb, params in demo_notebooks(out):
-        figs = export_figures(run_notebook(nb, args.name, params, out_dir=out))
-        print(f"  {len(figs)} figure(s): {', '.join(p.name for p in figs)}")
-    print(f"demo done: {out}")
+def _column_note(col:str) -> str:
+    "What a column of `roadgie.evaluation.markdown_table` holds."
+    head, _, rest = col.partition(" r")
+    at = f"; mean over tiles after round {rest.replace('/', ', ')}" if rest and rest[0].isdigit() and "CI" not in rest else ""
+    notes = {"method": "; ".join(f"`{k}` = {v}" for k, v in METHOD_NOTES.items()),
+             "source": "the data set the tiles come from; `all` is every tile",
+             "tiles": "how many tiles the row averages over",
+             "Dice": "overlap of predicted and true road pixels (1 = identical)",
+             "APLS": "how well shortest routes through the predicted road network match those of the true one (1 = the same)",
+             "clDice": "overlap of the road centrelines, which rewards connected roads (1 = identical)",
+             "Recall": "share of the true road pixels that were found",
+             "b0 err": "|pieces of road predicted - pieces in the truth| (Betti-0 error; 0 = as many separate pieces as the truth)",
+             "b1 err": "|loops enclosed by roads predicted - loops in the truth| (Betti-1 error; 0 = as many city blocks)"}
+    if col.startswith("NoC@"):
+        t = col[4:].split()[0]
+        return (f"rounds needed to reach Dice {t}, mean over tiles (round 1 = the first prompt; a tile that never gets there "
+                f"counts as the last round + 1); in brackets, how many tiles never got there, out of all")
+    if col.endswith("95% CI"): return f"95% interval of the mean Dice after round {col.split()[1][1:]}, over tiles"
+    return notes[head] + at if head in notes else ""
+
+def table_legend(table_md:str) -> str:
+    "A Markdown 'Columns' section explaining each column in the header of a `markdown_table`."
+    cols = [c.strip() for c in table_md.strip().splitlines()[0].strip("|").split("|")]
+    rows = [f"- **{c}**: {_column_note(c)}" for c in cols if _column_note(c)]
+    return "## Columns\n\nOne row per method and data set; a round is one interaction of the simulated user (round 1 = " \
+           "the first prompt, then one correction per round on the largest error).\n\n" + "\n".join(rows) + "\n"
+
+# %% ../nbs/11_cli.ipynb #a486dd0c
+def explain_results(eval_dir, # an output folder of roadgie.evaluation.run_benchmark
+                    prompt:str) -> None: # the prompt kind the run used
+    "Append a Columns section to eval_dir/table.md and redraw eval_dir/curves.png with a title that says what it shows."
+    import pandas as pd, matplotlib.pyplot as plt
+    from roadgie.evaluation import plot_curves
+    d = Path(eval_dir); t = d / "table.md"
+    if "## Columns" not in t.read_text(): t.write_text(t.read_text().rstrip("\n") + "\n\n" + table_legend(t.read_text()))
+    df = pd.read_csv(d / "per_round.csv"); n = len(df[["source", "stem"]].drop_duplicates())
+    fig = plot_curves(df)
+    if n < 5:
+        for ax in fig.axes:
+            for c in list(ax.collections): c.remove()
+    fig.suptitle(f"Mean Dice and APLS after each round of the simulated user, one line per method, over {n} tiles\n"
+                 f"(round 1: one '{prompt}' prompt on the largest road; then one correction per round on the largest error; "
+                 + ("band: 95% interval of the mean)" if n >= 5 else "too few tiles for an interval)"), fontsize=9)
+    fig.tight_layout(); fig.savefig(d / "curves.png", dpi=110); plt.close(fig)
+
+def results_lines(eval_dir) -> list[str]:
+    "A few lines of results: per method, mean Dice (APLS) over all tiles after the first and the last round."
+    import pandas as pd
+    s = pd.read_csv(Path(eval_dir) / "summary.csv"); s = s[s.source == "all"]
+    rr = sorted({int(c.split("@")[1]) for c in s.columns if c.startswith("dice@")})
+    lines = [f"mean over {int(s.tiles.iloc[0])} tiles, Dice (APLS) after round {rr[0]} -> after round {rr[-1]}:"]
+    for _, r in s.iterrows():
+        lines.append(f"  {r.method:<14} {r[f'dice@{rr[0]}']:.3f} ({r[f'apls@{rr[0]}']:.3f}) -> {r[f'dice@{rr[-1]}']:.3f} "
+                     f"({r[f'apls@{rr[-1]}']:.3f})   {METHOD_NOTES.get(r.method, '')}")
+    return lines
+
+# %% ../nbs/11_cli.ipynb #0f748178
+DEMO_TILES, DEMO_ROUNDS, DEMO_PROMPT = 12, 5, "centre"   # 12 real test tiles: about a minute of benchmark here
+
+def demo_plan(out:Path) -> tuple[str, list]: # (what the demo runs on, [(notebook, parameters)])
+    "The demo's data and notebooks, writing under `out`: real tiles (a fixed subset of the test split) when present, else the samples."
+    from roadgie.data import training_data_root, samples_dir
+    root = training_data_root(); real = root.resolve() != samples_dir().resolve()
+    ev = dict(data_root=str(root) if real else None, split="test", rounds=DEMO_ROUNDS, prompt=DEMO_PROMPT,
+              max_tiles=DEMO_TILES if real else None, out_dir=str(out / "eval"))
+    what = (f"{DEMO_TILES} test tiles of the real tiles at {root}, taken in turn from each source" if real else
+            f"the 2 synthetic test tiles bundled in {samples_dir()} (no real tiles: set ROADGIE_DATA or put them at ../shared/data/roads)")
+    return what, [("00_data.ipynb", {}), ("08_evaluation.ipynb", ev)]
+
+def _check_name(name:str) -> str:
+    if not name or name.startswith(".") or any(c in name for c in "/\\"): raise CliError(f"--name {name!r}: expected a plain folder name")
+    return name
+
+def _demo(argv):
+    ap = Parser("roadgie-demo", "Run the project's main job: the data chapter and the simulated-user benchmark of the shipped "
+                "model against the baselines, into runs/<name>/ (executed notebooks, titled PNG figures, table.md).",
+                examples=["roadgie-demo", "roadgie-demo --name demo-2"],
+                notes="Uses the real tiles when present ($ROADGIE_DATA, else ../shared/data/roads: "
+                      f"{DEMO_TILES} test tiles, {DEMO_ROUNDS} rounds), else the bundled data_samples/.")
+    ap.add_argument("--name", default="demo", help="run folder under runs/ (default: demo)")
+    a = ap.parse_args(argv)
+    final, t0 = repo_root() / "runs" / _check_name(a.name), time.time()
+    with run_folder(final) as tmp:
+        what, plan = demo_plan(tmp)
+        print(f"roadgie-demo: running on {what}", flush=True)
+        for nb, params in plan:
+            dst = run_notebook(nb, tmp, params)
+            if nb == "00_data.ipynb": export_figures(dst, names=["data-tiles.png", "data-training-crops.png"])
+        explain_results(tmp / "eval", DEMO_PROMPT)
+    print(f"\nroadgie-demo: done in {(time.time() - t0) / 60:.1f} min, on {what}. Outputs in {final}:")
+    for p, what in [("data-tiles.png", "tiles with their road masks"), ("eval/table.md", "the benchmark table, columns explained"),
+                    ("eval/curves.png", "Dice and APLS per round, per method"), ("eval/worst.png", "the worst tiles, shown"),
+                    ("08_evaluation.ipynb", "the executed benchmark notebook")]:
+        print(f"  {final / p}   {what}")
+    print("\n".join(results_lines(final / "eval")))
+
+def demo(argv:list[str]|None=None) -> None:
+    "Console script `roadgie-demo`: the data chapter and the benchmark into runs/demo/, real tiles when present."
+    console("roadgie-demo", _demo, argv)
 
 # %% ../nbs/11_cli.ipynb #3ae3b6ef
-def bench(argv: list[str] | None = None) -> None:
-    "Console script `roadgie-bench`: parameters, counted GFLOP and latency of `paper` and `lite`, torch and ONNX Runtime."
-    import argparse
+def _bench(argv):
+    from roadgie.model import MODELS
+    ap = Parser("roadgie-bench", "Parameters, counted GFLOP and latency (median, p90) of the paper and lite networks, "
+                "in torch and ONNX Runtime, on random inputs.", examples=["roadgie-bench", "roadgie-bench --sizes 512 --models lite"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square input sizes in px (default: 256 512 1024)")
+    ap.add_argument("--models", nargs="+", default=["paper", "lite"], choices=list(MODELS), help="networks (default: paper lite)")
+    ap.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"], help="(default: torch onnx)")
+    a = ap.parse_args(argv)
+    if min(a.sizes) < 32: raise CliError(f"--sizes {' '.join(map(str, a.sizes))}: expected sizes of 32 px or more")
     from roadgie.model import benchmark, bench_table
-    ap = argparse.ArgumentParser(prog="roadgie-bench", description=bench.__doc__)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
-    ap.add_argument("--models", nargs="+", default=["paper", "lite"])
-    ap.add_argument("--backends", nargs="+", default=["torch", "onnx"])
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    rows = benchmark(sizes=tuple(args.sizes), names=tuple(args.models), backends=tuple(args.backends))
-    print(bench_table(rows))
+    print(bench_table(benchmark(sizes=tuple(a.sizes), names=tuple(a.models), backends=tuple(a.backends))))
+
+def bench(argv:list[str]|None=None) -> None:
+    "Console script `roadgie-bench`: parameters, counted GFLOP and latency of `paper` and `lite`, torch and ONNX Runtime."
+    console("roadgie-bench", _bench, argv)
 
 # %% ../nbs/11_cli.ipynb #17e21ebe
-def train(argv: list[str] | None = None) -> None:
+TRAIN_NB = "07_training.ipynb"
+_PATHS = ("data_root", "out_dir", "expert_uncertainty_dir", "init")  # resolved against the caller's working directory
+
+def _literal(v:str):
+    "A command-line value as Python, like papermill's -p: numbers, True/False/None, tuples, lists; else the string."
+    import ast
+    try: return ast.literal_eval(v)
+    except (ValueError, SyntaxError): return v
+
+def _progress_setup(mininterval:float, ncols:int) -> str:
+    "Code for the training kernel: tqdm.auto draws plain-text bars (which papermill streams) instead of widgets."
+    return ("# added by roadgie-train: plain-text progress bars, which papermill streams to the terminal\n"
+            "import tqdm.auto, tqdm.std\n"
+            "class _ConsoleBar(tqdm.std.tqdm):\n"
+            f"    def __init__(self, *args, **kwargs): kwargs.update(mininterval={mininterval}, ncols={ncols}); super().__init__(*args, **kwargs)\n"
+            "tqdm.auto.tqdm = _ConsoleBar")
+
+def train_parser(nb_params:dict) -> Parser:
+    "The parser of `roadgie-train`; --help lists the notebook's parameters with the defaults a console run uses."
+    from roadgie.training import TRAIN_DEFAULTS
+    console_notes = {"data_root": "folder of tiles: images/ + masks/ (split 85/15 by stem), or a tiles.csv index; None = "
+                                  "$ROADGIE_DATA, else ../shared/data/roads, else data_samples/",
+                     "out_dir": "checkpoints, metrics and weights; None = the run folder"}
+    rows = "\n".join(f"  {k:<23} {TRAIN_DEFAULTS.get(k, d)!r:<9} {console_notes.get(k, c)}" for k, (d, c) in nb_params.items())
+    ap = Parser("roadgie-train", "Train a RoadGIE network: runs nbs/07_training.ipynb with papermill into runs/<name>/ "
+                "(executed notebook, checkpoints, metrics.csv, best.safetensors).",
+                examples=["roadgie-train -p epochs 30 -p batch 8 -p crop 256 --name myrun",
+                          "roadgie-train -p data_root ~/my_tiles -p epochs 5     # a folder with images/ + masks/",
+                          "roadgie-train --name myrun -p epochs 30 -p resume True  # continue from its last checkpoint"],
+                notes="parameters (-p NAME VALUE; a value not given takes the default shown, from "
+                      "roadgie.training.TRAIN_DEFAULTS):\n" + rows + "\nOther options of roadgie.training.train: "
+                      "python -m roadgie.training --help")
+    ap.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                    help="a training parameter (listed below)")
+    ap.add_argument("--name", default=None, help="run folder under the runs folder (default: train-<date>-<time>)")
+    ap.add_argument("--runs-dir", default=None, help="where run folders go (default: runs/ in the repository)")
+    return ap
+
+def _check_value(k:str, v, default):
+    "CliError unless `v` has the type of TRAIN_DEFAULTS' `default` (None defaults: left to `train_config`)."
+    kind = ("True or False" if isinstance(default, bool) else "a whole number" if isinstance(default, int) else
+            "a number" if isinstance(default, float) else "a name" if isinstance(default, str) else None)
+    ok = {"True or False": lambda: isinstance(v, bool),
+          "a whole number": lambda: (isinstance(v, int) and not isinstance(v, bool)) or (k == "crop" and v is None),
+          "a number": lambda: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "a name": lambda: isinstance(v, str)}
+    if kind and not ok[kind](): raise CliError(f"-p {k} {v!r}: expected {kind}")
+
+def train_params(argv) -> tuple[dict, Path, str]: # (notebook parameters, run folder, run name)
+    "Parse and check `roadgie-train` arguments before any kernel starts; CliError saying what to do when they are wrong."
+    from roadgie.training import TRAIN_DEFAULTS, train_config
+    from roadgie.data import training_data_root
+    from roadgie.model import MODELS
+    nbp = notebook_parameters(repo_root() / "nbs" / TRAIN_NB)
+    a = train_parser(nbp).parse_args(argv)
+    given = {}
+    for k, v in a.parameters:
+        if k not in nbp:
+            if k in TRAIN_DEFAULTS: raise CliError(f"-p {k}: the training notebook does not pass '{k}' to train(); "
+                                                   f"use python -m roadgie.training --{k} VALUE (with the other options) for it")
+            near = difflib.get_close_matches(k, list(nbp), 1)
+            raise CliError(f"-p {k}: unknown parameter{f' (did you mean {near[0]}?)' if near else ''}; the parameters are "
+                           f"{', '.join(nbp)}")
+        given[k] = _literal(v)
+        if k in _PATHS and given[k] is not None: given[k] = str(Path(str(v)).expanduser().resolve())
+        _check_value(k, given[k], TRAIN_DEFAULTS.get(k))
+    for k in ("max_train_tiles", "max_val_tiles", "threads"):
+        if given.get(k) is not None and (not isinstance(given[k], int) or given[k] < 1): raise CliError(f"-p {k} {given[k]!r}: expected 1 or more, or None")
+    name = _check_name(a.name or time.strftime("train-%Y%m%d-%H%M%S"))
+    run = Path(a.runs_dir).expanduser().resolve() / name if a.runs_dir else repo_root() / "runs" / name
+    c = {k: TRAIN_DEFAULTS[k] for k in nbp if k in TRAIN_DEFAULTS} | given
+    c["out_dir"] = c.get("out_dir") or str(run)
+    c = checked("training options", train_config, **c)
+    if c["model"] not in MODELS: raise CliError(f"-p model {c['model']!r}: expected one of {', '.join(MODELS)}")
+    dev = str(c["device"])
+    if dev != "auto" and dev != "cpu" and not dev.startswith("cuda"): raise CliError(f"-p device {dev!r}: expected auto, cpu or cuda")
+    if dev.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available(): raise CliError(f"-p device {dev}: no CUDA device here; use -p device cpu (or auto)")
+    if c.get("init"):
+        from roadgie.model import load_model
+        w = checked("-p init", load_model, c["init"])
+        if w.name != c["model"]: raise CliError(f"-p init {c['init']}: a {w.name!r} network, but this run trains {c['model']!r} (-p model)")
+    if c["expert_uncertainty_dir"] and not Path(c["expert_uncertainty_dir"]).is_dir():
+        raise CliError(f"-p expert_uncertainty_dir: {c['expert_uncertainty_dir']} is not a folder")
+    root = Path(c["data_root"]) if c["data_root"] else training_data_root().resolve()
+    check_data_root(root, "train", verbose=False); check_data_root(root, "val", verbose=False)   # the kernel's note is shown
+    if run.exists() and not c["resume"]:
+        raise CliError(f"{run} already exists: add -p resume True to continue that run, or choose another --name")
+    return {k: (str(root) if k == "data_root" else c[k]) for k in nbp if k in c}, run, name
+
+def _train(argv):
+    params, run, name = train_params(argv)
+    out, created = Path(params["out_dir"]), not run.exists()
+    print(f"roadgie-train: nbs/{TRAIN_NB} -> {run}/ on {params['data_root']}: {params['epochs']} epoch(s), batch "
+          f"{params['batch']}, crop {params['crop']}, {params['rounds']} rounds; the kernel's output follows", flush=True)
+    tty = sys.stderr.isatty()
+    try:
+        dst = run_notebook(TRAIN_NB, run, params, stream=True, cwd=os.getcwd(),
+                           setup=_progress_setup(1 if tty else 30, shutil.get_terminal_size().columns if tty else 100))
+    except BaseException as e:
+        ck = out / "checkpoints"
+        if created and not (ck.is_dir() and any(ck.iterdir())):
+            kept = run.parent / f"{name}.failed.ipynb"
+            if (run / TRAIN_NB).exists(): shutil.move(str(run / TRAIN_NB), kept)
+            shutil.rmtree(run, ignore_errors=True)
+            if out != run: shutil.rmtree(out, ignore_errors=True)
+            note = f"nothing was written to {run}" + (f"; the executed notebook is {kept}" if kept.exists() else "")
+        else: note = f"checkpoints kept in {out}: continue with roadgie-train --name {name} -p resume True (and the same -p options)"
+        if isinstance(e, NotebookFailed): raise NotebookFailed(f"{e} -- {note}") from None
+        print(f"roadgie-train: {note}", file=sys.stderr); raise
+    print(f"roadgie-train: done. Weights {out / 'best.safetensors'}, metrics {out / 'metrics.csv'} and {out / 'metrics.png'}, "
+          f"executed notebook {dst}")
+
+def train(argv:list[str]|None=None) -> None:
     "Console script `roadgie-train [-p NAME VALUE ...] [--name RUN]`: the training notebook through papermill."
-    from roadgie.training import train_cli
-    train_cli(sys.argv[1:] if argv is None else argv)
+    console("roadgie-train", _train, argv)
 
 # %% ../nbs/11_cli.ipynb #14cbefc0
-def eval_params(argv: list[str]) -> tuple[dict, str]:
-    "Parse `roadgie-eval DATA_ROOT --split test --rounds 10 --prompt bezier [--model PATH]` -> (notebook parameters, run name)."
-    import argparse
-    ap = argparse.ArgumentParser(prog="roadgie-eval", description="Simulated-user benchmark: Dice, APLS, ... per round.")
-    ap.add_argument("data_root", help="folder of tiles (tiles.csv index, images/+masks/, or DeepGlobe naming)")
-    ap.add_argument("--split", default="test")
-    ap.add_argument("--rounds", type=int, default=10, help="correction rounds after the initial prompt")
-    ap.add_argument("--prompt", default="bezier", choices=["bezier", "line", "center", "point"])
+def eval_params(argv) -> tuple[dict, str]: # (notebook parameters, run name)
+    "Parse and check `roadgie-eval` arguments before any kernel starts; CliError saying what to do when they are wrong."
+    from roadgie.prompts import KINDS
+    ap = Parser("roadgie-eval", "Simulated-user benchmark of the shipped (or a given) network against the baselines: "
+                "Dice, APLS, clDice, Betti errors and NoC per round, into runs/<name>/ (table.md with its columns "
+                "explained, per-tile CSVs, curves.png, worst.png, the executed notebook).",
+                examples=["roadgie-eval ../shared/data/roads --split test --rounds 10", "roadgie-eval ~/my_tiles --rounds 5   # images/ + masks/, no tiles.csv",
+                          "roadgie-eval ~/my_tiles --model runs/myrun/best.safetensors --methods roadgie-lite,auto"])
+    ap.add_argument("data_root", help="folder of tiles: images/ + masks/, a tiles.csv index, or DeepGlobe <id>_sat.jpg + <id>_mask.png")
+    ap.add_argument("--split", default="test", help="split of tiles.csv; a folder without one: train/val (85/15 by stem), "
+                    "test or all (every tile); default test")
+    ap.add_argument("--rounds", type=int, default=10, help="interaction rounds, round 1 = the first prompt (default 10)")
+    ap.add_argument("--prompt", default="centre", choices=list(KINDS), help="the simulated user's prompt kind (default centre)")
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors) to evaluate; default: the shipped weights")
-    ap.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply)")
-    ap.add_argument("--max-tiles", type=int, default=None)
+    ap.add_argument("--methods", default=None, help="comma-separated, from roadgie-lite, auto, random-walker, prompts, paper "
+                    "(default: the first four)")
+    ap.add_argument("--max-tiles", type=int, default=None, help="at most this many tiles, taken in turn from each source")
     ap.add_argument("--name", default=None, help="run folder under runs/ (default: eval-<split>-<prompt>)")
     a = ap.parse_args(argv)
-    root = Path(a.data_root).expanduser().resolve()
-    if not root.exists(): raise FileNotFoundError(f"data root {root} does not exist")
-    name = a.name or f"eval-{a.split}-{a.prompt}"
-    params = dict(data_root=str(root), split=a.split, rounds=a.rounds, prompt=a.prompt, max_tiles=a.max_tiles,
-                  model=str(Path(a.model).resolve()) if a.model else None,
+    if a.rounds < 1: raise CliError(f"--rounds {a.rounds}: expected 1 or more")
+    if a.max_tiles is not None and a.max_tiles < 1: raise CliError(f"--max-tiles {a.max_tiles}: expected 1 or more")
+    root, recs = check_data_root(a.data_root, a.split)
+    from roadgie.evaluation import check_methods, select_tiles
+    if a.methods: checked("--methods", check_methods, a.methods)
+    model = None
+    if a.model:
+        from roadgie.model import load_model
+        model = str(Path(a.model).expanduser().resolve()); checked("--model", load_model, model)
+    from roadgie.data import load_mask
+    use = [recs[i] for i in select_tiles(recs, a.max_tiles)]
+    empty = [r["stem"] for r in use if not checked(f"mask of tile {r['stem']}", load_mask, r["mask"]).any()]
+    if empty: raise CliError(f"{len(empty)} of the {len(use)} tiles have no road pixel (e.g. {empty[0]}): the simulated user "
+                             "starts from a road; move those tiles out of the folder or choose another split")
+    name = _check_name(a.name or f"eval-{a.split}-{a.prompt}")
+    params = dict(data_root=str(root), split=a.split, rounds=a.rounds, prompt=a.prompt, max_tiles=a.max_tiles, model=model,
                   out_dir=str(repo_root() / "runs" / name))
     if a.methods: params["methods"] = a.methods
     return params, name
 
-def evaluate(argv: list[str] | None = None) -> None:
+def _evaluate(argv):
+    params, name = eval_params(argv)
+    final, t0 = Path(params["out_dir"]), time.time()
+    with run_folder(final) as tmp:
+        run_notebook("08_evaluation.ipynb", tmp, dict(params, out_dir=str(tmp)))
+        explain_results(tmp, params["prompt"])
+    print(f"\nroadgie-eval: done in {(time.time() - t0) / 60:.1f} min. Results in {final}: table.md (columns explained), "
+          "per_round.csv, per_tile.csv, summary.csv, curves.png, worst.png, 08_evaluation.ipynb")
+    print("\n".join(results_lines(final)))
+
+def evaluate(argv:list[str]|None=None) -> None:
     "Console script `roadgie-eval`: the evaluation notebook through papermill into `runs/<name>/`."
-    params, name = eval_params(sys.argv[1:] if argv is None else argv)
-    out = run_notebook("08_evaluation.ipynb", name, params)
-    export_figures(out)
-    print(f"results: {params['out_dir']}")
+    console("roadgie-eval", _evaluate, argv)
 
 # %% ../nbs/11_cli.ipynb #7f3f3714
-def segment(argv: list[str] | None = None) -> None:
-    "Console script `roadgie-segment SCENE.tif --out DIR [--prompts prompts.geojson]`."
-    import argparse
-    from roadgie.geo import segment_scene
-    ap = argparse.ArgumentParser(prog="roadgie-segment", description=segment.__doc__)
+def _segment(argv):
+    from roadgie.geo import NO_PROMPT_NOTE
+    ap = Parser("roadgie-segment", "Segment a whole scene (GeoTIFF, or a plain image in pixel coordinates) window by "
+                "window: mask.tif (the scene's grid and CRS), roads.geojson (the road network, lengths in metres), "
+                "quicklook.png (the scene with the roads in red) and summary.json, in the --out folder.",
+                examples=["roadgie-segment scene.tif --out out/", "roadgie-segment scene.tif --out out/ --prompts prompts.geojson",
+                          "roadgie-segment scene.tif --out out/ --min-length 25"],
+                notes="Without --prompts the network segments the scene on its own. That is a first draft to correct with "
+                      "prompts, not a finished map: it misses roads and marks road-like texture (fields, rivers, roofs) as "
+                      "road. Prompts: a GeoJSON of Points (clicks) and LineStrings (scribbles) in the scene's CRS, property "
+                      "positive=true/false.")
     ap.add_argument("scene", help="GeoTIFF (or a plain image: pixel coordinates)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--prompts", default=None, help="GeoJSON of prompts (Points/LineStrings; property positive=true/false)")
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped weights")
-    ap.add_argument("--window", type=int, default=512)
-    ap.add_argument("--overlap", type=int, default=64)
-    ap.add_argument("--threshold", type=float, default=0.5)
-    a = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    model = None
-    if a.model:
-        from roadgie.model import load_model
-        model = load_model(a.model)
-    paths = segment_scene(a.scene, a.out, prompts=a.prompts, model=model, window=a.window, overlap=a.overlap,
-                          threshold=a.threshold)
-    for k, v in paths.items(): print(f"{k}: {v}")
+    ap.add_argument("--window", type=int, default=512, help="window side in px, a multiple of 16 (default 512)")
+    ap.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in px (default 64)")
+    ap.add_argument("--threshold", type=float, default=0.5, help="road probability threshold (default 0.5)")
+    ap.add_argument("--min-length", type=float, default=10.0, help="drop pieces of road shorter than this: metres when "
+                    "the scene has a ground resolution, else pixels (default 10; 0 keeps everything)")
+    a = ap.parse_args(argv)
+    from roadgie.geo import open_scene, scene_prompts, axis_windows, segment_scene
+    if not 0 < a.threshold < 1: raise CliError(f"--threshold {a.threshold}: expected a probability between 0 and 1")
+    if a.min_length < 0: raise CliError(f"--min-length {a.min_length}: expected 0 or more")
+    checked("--window/--overlap", axis_windows, 4 * a.window, a.window, a.overlap)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        with checked("scene", open_scene, a.scene) as sc:
+            if a.prompts:
+                if not Path(a.prompts).is_file(): raise CliError(f"--prompts {a.prompts}: file not found")
+                checked(f"--prompts {a.prompts}", scene_prompts, a.prompts, sc)
+        model = None
+        if a.model:
+            from roadgie.model import load_model
+            model = checked("--model", load_model, a.model)
+        paths = segment_scene(a.scene, a.out, prompts=a.prompts, model=model, window=a.window, overlap=a.overlap,
+                              threshold=a.threshold, min_length=a.min_length)
+    for m in dict.fromkeys(str(w.message) for w in notes): print(f"roadgie-segment: note: {m}", file=sys.stderr)
+    s = json.loads(paths["summary"].read_text())
+    km = f", {s['length_m'] / 1000:.2f} km in all" if s["georeferenced"] else ""
+    print(f"roadgie-segment: {s['n_roads']} road lines{km}; {s['pieces_dropped']} pieces of road shorter than "
+          f"{s['min_length']:g} {s['min_length_unit']} dropped (--min-length)")
+    for k, v in paths.items(): print(f"  {k}: {v}")
+    print(f"roadgie-segment: {s['note'] if s['note'] == NO_PROMPT_NOTE else 'prompts: ' + s['note']}")
+
+def segment(argv:list[str]|None=None) -> None:
+    "Console script `roadgie-segment SCENE.tif --out DIR [--prompts prompts.geojson] [--min-length M]`."
+    console("roadgie-segment", _segment, argv)

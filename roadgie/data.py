@@ -282,17 +282,22 @@ def hash_split(stems, # tile names of one folder
     if len(stems) >= 2 and "train" not in out.values(): out[max(stems, key=u.get)] = "train"
     return out
 
+_NOTED = set()
+def _note(msg: str):
+    "Print a one-line note, once per process (a training run builds its datasets several times)."
+    if msg not in _NOTED: _NOTED.add(msg); print(msg, flush=True)
+
 def _unindexed_split(recs: list, want: list, root: Path, verbose: bool) -> list:
     "Records of a folder without tiles.csv for the splits `want` (train/val by `hash_split`, test/all = every tile)."
     n = len(recs)
     if set(want) & {"test", "all"}:
-        if verbose: print(f"note: {root} has no tiles.csv index, so split {'/'.join(want)} means all {n} tiles")
+        if verbose: _note(f"note: {root} has no tiles.csv index, so split {'/'.join(want)} means all {n} tiles")
         return [dict(r, split="/".join(want)) for r in recs]
     if n < 2: raise ValueError(f"{root} holds {n} tile(s) and no tiles.csv: a train/val split needs at least 2 tiles")
     side = hash_split([r["stem"] for r in recs])
     if verbose:
         nv = sum(v == "val" for v in side.values())
-        print(f"note: {root} has no tiles.csv index: split 'train' is {n - nv} of its {n} tiles, 'val' the other {nv} "
+        _note(f"note: {root} has no tiles.csv index: split 'train' is {n - nv} of its {n} tiles, 'val' the other {nv} "
               f"(a fixed {1 - SPLIT_VAL:.0%}/{SPLIT_VAL:.0%} split by a hash of the stem, roadgie.data.hash_split)")
     return [dict(r, split=side[r["stem"]]) for r in recs if side[r["stem"]] in want]
 

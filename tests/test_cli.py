@@ -1,67 +1,257 @@
-"""The console scripts a user runs from a shell: installed, parse their options, and do the job end to end."""
+"""The console scripts a user runs from a shell: installed, answer --help with an example, refuse wrong arguments in one
+line before any kernel starts, leave nothing half-written when a run fails, and do the job end to end (a folder of your
+own tiles, training on the console, roadgie-segment's quick look, the demo with and without the real tiles)."""
+import configparser
 import json
+import os
 import shutil
 import subprocess
-import sys
+import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = ["roadgie-demo", "roadgie-bench", "roadgie-train", "roadgie-eval", "roadgie-segment"]
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "runs"
 
+
+def run(args, timeout=900, env=None, **kw):
+    exe = shutil.which(args[0])
+    assert exe, f"{args[0]} is not on PATH: was the package installed with pip install -e .?"
+    return subprocess.run([exe, *map(str, args[1:])], capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env}, **kw)
+
+
+def one_line_error(r, status=2):
+    "Assert a run ended with exit `status` and exactly one line on stderr, no traceback; returns that line."
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == status and len(lines) == 1 and "Traceback" not in r.stderr + r.stdout, \
+        (r.returncode, r.stderr[-2000:], r.stdout[-1000:])
+    return lines[0]
+
+
+def no_partial_runs(folder=RUNS):
+    return [p.name for p in Path(folder).glob(".*.partial-*")] if Path(folder).exists() else []
+
+
+@pytest.fixture(scope="module")
+def own_tiles(tmp_path_factory):
+    """A folder of your own: 6 tiles in images/ + masks/ (192x192 crops of the bundled synthetic samples), no tiles.csv."""
+    from roadgie.data import RoadTiles, samples_dir, save_image, save_mask
+    root = tmp_path_factory.mktemp("own") / "my_tiles"
+    ds = RoadTiles(samples_dir())
+    for i in range(6):
+        img, msk = ds.load(i)
+        y, x = np.argwhere(msk).mean(0).astype(int).clip(96, 512 - 96)   # centred on road
+        save_image(root / "images" / f"field_{i:02d}.png", img[y - 96:y + 96, x - 96:x + 96])
+        save_mask(root / "masks" / f"field_{i:02d}.png", msk[y - 96:y + 96, x - 96:x + 96])
+    return root
+
+
+@pytest.fixture(scope="module")
+def broken_tiles(own_tiles, tmp_path_factory):
+    "The same folder with one image that cannot be read (its mask is fine): a failure only the run itself meets."
+    root = tmp_path_factory.mktemp("broken") / "my_tiles"
+    shutil.copytree(own_tiles, root)
+    (root / "images" / "field_03.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return root
+
+
+# --- friction 4: --help everywhere, one-line errors ---------------------------------------------------------------
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_console_script_installed(script):
-    exe = shutil.which(script)
-    assert exe, f"{script} is not on PATH: was the package installed with pip install -e .?"
-    r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
-    # roadgie-train forwards to papermill-style options; --help is not among them and must fail with a clear message
-    if script == "roadgie-train":
-        assert r.returncode != 0 and "expected -p NAME VALUE" in (r.stderr + r.stdout)
-    else:
-        assert r.returncode == 0, r.stderr
-        assert "usage" in r.stdout.lower()
+def test_console_script_help(script):
+    "Every console script answers --help (exit 0) with its usage, its options and an example."
+    r = run([script, "--help"], timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "usage:" in r.stdout and "examples:" in r.stdout and f"\n  {script}" in r.stdout
 
 
-def test_segment_cli_on_a_small_scene(tmp_path):
-    """roadgie-segment on a small synthetic GeoTIFF writes a mask GeoTIFF in the scene's CRS and a GeoJSON."""
+def test_train_help_lists_parameters_and_eval_help_prompt_kinds():
+    from roadgie.prompts import KINDS
+    from roadgie.training import TRAIN_DEFAULTS
+    h = run(["roadgie-train", "--help"], timeout=120).stdout
+    assert "data_root" in h and "max_train_tiles" in h and f"epochs{' ' * 18}{TRAIN_DEFAULTS['epochs']!r}" in h
+    h = run(["roadgie-eval", "--help"], timeout=120).stdout
+    assert all(k in h for k in KINDS) and "default centre" in h
+
+
+WRONG = [  # (arguments, a piece of the one-line message); {own} is a folder of own tiles, {scene} a small GeoTIFF
+    (["roadgie-train", "-p", "epoch", "3"], "did you mean epochs"),
+    (["roadgie-train", "-p", "epochs"], "expected 2 arguments"),
+    (["roadgie-train", "-p", "epochs", "three"], "expected a whole number"),
+    (["roadgie-train", "-p", "data_root", "/nonexistent/tiles"], "does not exist"),
+    (["roadgie-train", "--epochs", "3"], "unrecognized arguments: --epochs 3"),
+    (["roadgie-train", "-p", "data_root", "{own}", "-p", "init", "/nonexistent/w.safetensors"], "weights file not found"),
+    (["roadgie-eval", "/nonexistent/tiles"], "does not exist"),
+    (["roadgie-eval", "{own}", "--split", "tset"], "use train or val"),
+    (["roadgie-eval", "{own}", "--model", "/nonexistent/w.safetensors"], "weights file not found"),
+    (["roadgie-eval", "{own}", "--prompt", "scribble"], "invalid choice: 'scribble'"),
+    (["roadgie-eval", "{own}", "--methods", "sam"], "unknown method 'sam'"),
+    (["roadgie-eval", "{own}", "--rounds", "0"], "--rounds 0"),
+    (["roadgie-segment", "/nonexistent/nope.tif", "--out", "{tmp}"], "nope.tif"),
+    (["roadgie-segment", "{scene}", "--out", "{tmp}", "--min-length", "-5"], "0 or more"),
+    (["roadgie-segment", "{scene}"], "the following arguments are required: --out"),
+    (["roadgie-bench", "--sizes", "8"], "32 px or more"),
+    (["roadgie-demo", "--nmae", "x"], "unrecognized arguments"),
+]
+
+
+@pytest.fixture(scope="module")
+def small_scene(tmp_path_factory):
+    from roadgie.geo import write_test_scene
+    return write_test_scene(tmp_path_factory.mktemp("scene") / "scene.tif", size=600, tile=300, seed=1)[0]
+
+
+@pytest.mark.parametrize("args,msg", WRONG, ids=[" ".join(a[:3]) for a, _ in WRONG])
+def test_wrong_arguments_are_one_line_errors(args, msg, own_tiles, small_scene, tmp_path):
+    "A wrong argument comes back as one line on stderr with exit status 2, before any kernel starts, leaving no run folder."
+    listing = lambda: {p.name for p in RUNS.iterdir()} if RUNS.exists() else set()
+    before, t0 = listing(), time.time()
+    r = run([a.format(own=own_tiles, scene=small_scene, tmp=tmp_path / "o") for a in args], timeout=300)
+    line = one_line_error(r)
+    assert msg in line, line
+    assert time.time() - t0 < 60                                   # no notebook kernel was started
+    new = listing() - before                                        # (other jobs may write their own runs meanwhile)
+    assert not [n for n in new if n.startswith(("eval-", "train-", "demo", ".")) or n.endswith(".failed.ipynb")], new
+    assert not (tmp_path / "o").exists()
+
+
+# --- friction 2: a folder of your own, no index; nothing half-written --------------------------------------------
+
+def test_eval_on_own_folder_without_index(own_tiles):
+    "roadgie-eval DIR on images/ + masks/ with no tiles.csv: every tile, a one-line note, a complete run folder."
+    name = "pytest-own-eval"
+    shutil.rmtree(RUNS / name, ignore_errors=True)
+    try:
+        r = run(["roadgie-eval", own_tiles, "--rounds", "2", "--methods", "roadgie-lite,prompts", "--name", name])
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        assert "has no tiles.csv index, so split test means all 6 tiles" in r.stdout
+        out = RUNS / name
+        assert {"table.md", "curves.png", "worst.png", "per_round.csv", "08_evaluation.ipynb"} <= {p.name for p in out.iterdir()}
+        table = (out / "table.md").read_text()
+        assert "## Columns" in table and "**b0 err r1/2**" in table and "**NoC@0.80 (never)**" in table
+        assert "mean over 6 tiles" in r.stdout and "roadgie-lite" in r.stdout.split("mean over 6 tiles")[1]
+        assert no_partial_runs() == []
+    finally:
+        shutil.rmtree(RUNS / name, ignore_errors=True)
+
+
+def test_eval_failure_leaves_nothing_half_written(broken_tiles):
+    "A run that fails inside the notebook: one line (exit 1), no run folder, no partial folder, the failed notebook kept."
+    name = "pytest-broken-eval"
+    failed = RUNS / f"{name}.failed.ipynb"
+    for p in (RUNS / name, failed): shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    try:
+        r = run(["roadgie-eval", broken_tiles, "--rounds", "1", "--methods", "prompts", "--name", name])
+        line = one_line_error(r, status=1)
+        assert "failed in cell" in line and "field_03.png" in line and "nothing was written" in line, line
+        assert not (RUNS / name).exists() and failed.is_file() and no_partial_runs() == []
+    finally:
+        failed.unlink(missing_ok=True)
+
+
+# --- friction 3: training on the console ---------------------------------------------------------------------------
+
+def test_train_on_own_folder_on_the_console(own_tiles, tmp_path):
+    """roadgie-train -p data_root DIR (no tiles.csv): a stated 85/15 split, no papermill parameter warnings, one line per
+    epoch and a progress bar on the console, and the run's weights."""
+    r = run(["roadgie-train", "-p", "data_root", own_tiles, "-p", "epochs", "2", "-p", "batch", "2", "-p", "crop", "64",
+             "-p", "rounds", "2", "-p", "threads", "1", "-p", "max_val_tiles", "1", "--name", "t", "--runs-dir", tmp_path])
+    both = r.stdout + r.stderr
+    assert r.returncode == 0, both[-3000:]
+    assert "Unable to parse" not in both and "Passed unknown parameter" not in both and "Traceback" not in both
+    assert "has no tiles.csv index: split 'train' is" in r.stdout
+    assert both.count("epoch 1/2 step") == 1 and both.count("epoch 2/2 step") == 1     # one line per epoch
+    assert "epoch 1/2:" in r.stderr and "%|" in r.stderr                                # a plain-text progress bar
+    run_dir = tmp_path / "t"
+    assert (run_dir / "best.safetensors").is_file() and (run_dir / "07_training.ipynb").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["data_root"] == str(own_tiles)
+
+
+def test_train_failure_leaves_no_run_folder(broken_tiles, tmp_path):
+    "A training run that fails before its first checkpoint leaves no run folder, only the failed notebook, and says why."
+    r = run(["roadgie-train", "-p", "data_root", broken_tiles, "-p", "epochs", "1", "-p", "batch", "2", "-p", "crop", "64",
+             "-p", "rounds", "1", "-p", "threads", "1", "--name", "t", "--runs-dir", tmp_path])
+    line = [l for l in r.stderr.splitlines() if l.startswith("roadgie-train: error:")]
+    assert r.returncode == 1 and len(line) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "cannot read image file" in line[0] and "field_03.png" in line[0] and "nothing was written" in line[0], line[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.failed.ipynb"]
+
+
+# --- friction 5: roadgie-segment -----------------------------------------------------------------------------------
+
+def test_segment_cli_on_a_small_scene(small_scene, tmp_path):
+    """roadgie-segment writes a mask GeoTIFF in the scene's CRS, a GeoJSON, a quick look; it drops pieces shorter than
+    --min-length and says that a run without prompts is a first draft."""
     import rasterio
     import torch
-    from roadgie.geo import write_test_scene
     from roadgie.model import build_model, save_model
-
-    scene = tmp_path / "scene.tif"
-    write_test_scene(scene, size=600, tile=300, seed=1)
     torch.manual_seed(0)
     ckpt = tmp_path / "net.safetensors"
     save_model(build_model("lite"), ckpt)
     out = tmp_path / "out"
-    r = subprocess.run([shutil.which("roadgie-segment"), str(scene), "--out", str(out), "--model", str(ckpt)],
-                       capture_output=True, text=True, timeout=600)
+    r = run(["roadgie-segment", small_scene, "--out", out, "--model", ckpt])
     assert r.returncode == 0, r.stderr[-2000:]
-    with rasterio.open(scene) as a, rasterio.open(out / "mask.tif") as b:
+    with rasterio.open(small_scene) as a, rasterio.open(out / "mask.tif") as b:
         assert a.crs == b.crs and a.transform == b.transform and (a.height, a.width) == (b.height, b.width)
-    fc = json.loads((out / "roads.geojson").read_text())
-    assert fc["type"] == "FeatureCollection"
+    assert json.loads((out / "roads.geojson").read_text())["type"] == "FeatureCollection"
+    assert (out / "quicklook.png").read_bytes()[:4] == b"\x89PNG"
+    assert "first draft" in r.stdout and "shorter than 10 m dropped (--min-length)" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["min_length"] == 10 and s["min_length_unit"] == "m" and "first draft" in s["note"]
+    assert "first draft" in run(["roadgie-segment", "--help"], timeout=120).stdout
 
 
-def test_segment_cli_missing_scene_is_a_clear_error(tmp_path):
-    r = subprocess.run([shutil.which("roadgie-segment"), str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode != 0
-    assert "nope.tif" in r.stderr
+# --- friction 1 and 6: the demo --------------------------------------------------------------------------------------
+
+def test_runtime_requirements_run_the_notebooks():
+    """A plain `pip install -e .` must run the demo's notebooks: nbdev and fastcore (imported by every notebook) are
+    runtime requirements, and the scripts drop each notebook's nbdev_export cell so a run never rewrites the package."""
+    cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(REPO / "settings.ini")
+    req = cfg["DEFAULT"]["requirements"].split()
+    assert {"nbdev==2.4.14", "execnb<0.2", "fastcore<2", "ghapi<2"} <= set(req)
+    import nbformat
+    from roadgie.cli import prepare_notebook, _exports_package
+    for nb in sorted((REPO / "nbs").glob("[0-9]*.ipynb")):
+        calls = lambda cells: [c for c in cells if _exports_package(c)]
+        if nb.name in ("00_data.ipynb", "08_evaluation.ipynb"): assert calls(nbformat.read(nb, as_version=4).cells), nb.name
+        assert not calls(prepare_notebook(nb).cells), nb.name
 
 
-def test_eval_cli_rejects_a_missing_data_root(tmp_path):
-    r = subprocess.run([shutil.which("roadgie-eval"), str(tmp_path / "missing")], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode != 0 and "does not exist" in r.stderr
-
-
-def test_demo_runs_end_to_end(repo_root):
-    """The README's main job: the demo writes executed notebooks and PNG previews to runs/<name>/."""
-    r = subprocess.run([shutil.which("roadgie-demo"), "--name", "test-demo"], capture_output=True, text=True,
-                       timeout=1800, cwd=repo_root)
+def _demo(name, env):
+    shutil.rmtree(RUNS / name, ignore_errors=True)
+    package = {p: p.stat().st_mtime_ns for p in (REPO / "roadgie").glob("*.py")}
+    t0 = time.time()
+    r = run(["roadgie-demo", "--name", name], timeout=1800, env=env, cwd=REPO)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    out = repo_root / "runs" / "test-demo"
-    assert list(out.glob("*.ipynb")), "no executed notebook written"
-    assert list(out.glob("*.png")), "no PNG preview written"
+    out = RUNS / name
+    assert {p: p.stat().st_mtime_ns for p in (REPO / "roadgie").glob("*.py")} == package   # the package was not rewritten
+    assert (out / "00_data.ipynb").is_file() and (out / "08_evaluation.ipynb").is_file()
+    assert {"data-tiles.png", "data-training-crops.png"} <= {p.name for p in out.iterdir()}
+    assert "## Columns" in (out / "eval" / "table.md").read_text() and (out / "eval" / "curves.png").is_file()
+    assert f"Outputs in {out}" in r.stdout and "Dice (APLS) after round 1 -> after round 5" in r.stdout
+    assert no_partial_runs() == []
+    return r, time.time() - t0
+
+
+def test_demo_runs_end_to_end(repo_root, shared_roads):
+    "The README's main job with the real tiles beside the repo: a fixed subset of 12 test tiles, in a couple of minutes."
+    r, secs = _demo("pytest-demo", {})
+    try:
+        assert f"12 test tiles of the real tiles at {shared_roads}" in r.stdout and "mean over 12 tiles" in r.stdout
+        assert secs < 300, secs
+    finally:
+        shutil.rmtree(RUNS / "pytest-demo", ignore_errors=True)
+
+
+def test_demo_without_real_tiles_uses_the_bundled_samples(repo_root):
+    "With no ../shared (ROADGIE_SHARED pointing nowhere, the code honours it) the demo runs on data_samples/ and says so."
+    env = {"ROADGIE_SHARED": "/nonexistent/shared", "ROADGIE_DATA": ""}
+    r, _ = _demo("pytest-demo-samples", env)
+    try:
+        assert "the 2 synthetic test tiles bundled in" in r.stdout and "mean over 2 tiles" in r.stdout
+    finally:
+        shutil.rmtree(RUNS / "pytest-demo-samples", ignore_errors=True)

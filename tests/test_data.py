@@ -1,11 +1,13 @@
-"""roadgie.data on real tiles: the full sweep over the 552 shared tiles, and the bundled samples."""
+"""roadgie.data on real tiles: the full sweep over the shared tiles, the bundled samples, and a folder of your own."""
 import numpy as np
 import pytest
 import torch
 
-from roadgie.data import RoadTiles, load_image, load_mask, samples_dir, shared_roads_dir, tile_table
+from roadgie.data import (RoadTiles, SPLIT_VAL, find_tiles, hash_split, load_image, load_mask, samples_dir, shared_roads_dir,
+                          tile_table)
 
-COUNTS = {"massachusetts": 308, "epfl_cil2018": 100, "eth_cil2022": 144}
+COUNTS = {"massachusetts": 308, "epfl_cil2018": 100, "eth_cil2022": 144, "dubai_hitl": 339}  # ../shared/data/roads/README.md
+TOTAL = sum(COUNTS.values())
 
 
 def test_shared_roads_dir_matches_fixture(shared_roads):
@@ -15,7 +17,7 @@ def test_shared_roads_dir_matches_fixture(shared_roads):
 def test_tile_table_counts(shared_roads):
     tab = tile_table(shared_roads)
     assert list(tab.columns) == ["stem", "split", "source"]
-    assert len(tab) == 552 and tab.stem.is_unique
+    assert len(tab) == TOTAL and tab.stem.is_unique
     assert tab.source.value_counts().to_dict() == COUNTS
     assert set(tab.split) == {"train", "val", "test"}
 
@@ -23,7 +25,7 @@ def test_tile_table_counts(shared_roads):
 def test_every_shared_tile_loads(shared_roads):
     """Iterate the whole dataset: shapes, dtypes, value ranges, per-source counts, and masks with road in them."""
     ds = RoadTiles(shared_roads)
-    assert len(ds) == 552
+    assert len(ds) == TOTAL
     seen, road = {}, {}
     for i in range(len(ds)):
         it = ds[i]
@@ -51,7 +53,7 @@ def test_shared_mask_threshold_matches_raw_values(shared_roads):
 
 def test_shared_splits_and_training_crops(shared_roads):
     val = RoadTiles(shared_roads, split="val")
-    assert len(val) == 64 and {r["split"] for r in val.records} == {"val"}
+    assert len(val) == 90 and {r["split"] for r in val.records} == {"val"}
     ds = RoadTiles(shared_roads, split="train", size=256, augment=True, seed=0)
     a, b = ds[5], ds[5]
     assert a["image"].shape == (3, 256, 256) and torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
@@ -68,3 +70,41 @@ def test_bundled_samples():
     it = ds[0]
     assert it["image"].shape[0] == 3 and it["image"].shape[1:] == it["mask"].shape[1:]
     assert it["source"] == "synthetic" and it["mask"].sum() > 0
+
+
+@pytest.fixture
+def own_folder(shared_roads, tmp_path):
+    """A folder of your own: 40 real tiles copied into images/ + masks/, with no tiles.csv."""
+    import shutil
+    root = tmp_path / "my_tiles"
+    (root / "images").mkdir(parents=True); (root / "masks").mkdir()
+    for r in RoadTiles(shared_roads).records[::22][:40]:
+        shutil.copy(r["image"], root / "images"); shutil.copy(r["mask"], root / "masks")
+    return root
+
+
+def test_own_folder_without_index_serves_every_split(own_folder, capsys):
+    """No tiles.csv: train/val are a fixed ~85/15 split by stem (disjoint, covering, the same on every call, said once);
+    test and all are every tile; an unknown split names the choices."""
+    tr, va = RoadTiles(own_folder, split="train"), RoadTiles(own_folder, split="val")
+    note = capsys.readouterr().out
+    assert note.count("\n") == 1 and "no tiles.csv index" in note and f"'val' the other {len(va)}" in note
+    stems = lambda ds: {r["stem"] for r in ds.records}
+    assert stems(tr).isdisjoint(stems(va)) and len(stems(tr) | stems(va)) == 40
+    assert 2 <= len(va) <= 12                                          # about 15% of 40
+    assert [r["stem"] for r in find_tiles(own_folder, "train", verbose=False)] == [r["stem"] for r in tr.records]
+    assert all(hash_split([r["stem"]])[r["stem"]] == r["split"] for r in tr.records + va.records)  # per stem, not per folder
+    assert len(RoadTiles(own_folder, split="test")) == len(RoadTiles(own_folder, split="all")) == 40
+    assert "split test means all 40 tiles" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="use train or val"):
+        find_tiles(own_folder, "validation")
+    assert tr[0]["image"].shape == (3, 400, 400) and va[0]["mask"].shape == (1, 400, 400)
+
+
+def test_split_all_on_an_index(shared_roads):
+    assert len(find_tiles(shared_roads, "all")) == TOTAL == len(find_tiles(shared_roads))
+
+
+def test_hash_split_share():
+    side = hash_split([f"tile_{k:05d}" for k in range(20_000)])
+    assert abs(sum(v == "val" for v in side.values()) / len(side) - SPLIT_VAL) < 0.01
