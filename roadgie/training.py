@@ -23,8 +23,8 @@ __all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 
            'interactive_step', 'play_tile', 'validate', 'summarize', 'rng_state', 'set_rng_state', 'save_checkpoint',
            'list_checkpoints', 'read_checkpoint', 'latest_checkpoint', 'restore_checkpoint', 'resolve_device',
            'setup_distributed', 'plot_metrics', 'instance_target_fn', 'check_expert_dir', 'train_config',
-           'budget_total', 'train', 'main', 'notebook_path', 'parse_papermill_args', 'train_cli', 'ship_run',
-           'tile_counts', 'benchmark_rounds', 'calibrate_threshold', 'calibrate_weights']
+           'budget_total', 'train', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds', 'calibrate_threshold',
+           'calibrate_weights']
 
 # %% ../nbs/07_training.ipynb #a6c7e69d
 def prompt_tensors(states, # list of B PromptState
@@ -460,6 +460,11 @@ def _round_rows(acc, epoch, step, lr):
                                           **{k: v / n for k, v in d.items()}))
     return rows
 
+def _eta_min(elapsed_s:float, step:int, total:int) -> float:
+    "Minutes left at the pace so far, `step` of `total` optimiser steps done."
+    frac = step / max(total, 1)
+    return elapsed_s / max(frac, 1e-9) * (1 - frac) / 60
+
 def _accumulate(acc, logs):
     "Add one step's per-round logs (floats) into running sums with a count."
     for r, d in logs.items():
@@ -567,7 +572,8 @@ def train(**config) -> dict:
         if world == 1: return flag
         t = torch.tensor([float(flag)], device=dev); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item())
 
-    from tqdm.auto import tqdm
+    if c["progress"] == "text": from tqdm import tqdm   # plain text on stderr (consoles, papermill logs)
+    else: from tqdm.auto import tqdm
     for epoch in range(epoch0, c["epochs"]):
         skip = batch0 if epoch == epoch0 else 0
         sampler.set_epoch(epoch, skip=skip * c["batch"]); set_epoch(train_ds, epoch)
@@ -575,7 +581,7 @@ def train(**config) -> dict:
                             generator=torch.Generator().manual_seed(c["seed"] * 1000 + epoch))
         acc, b_i = {}, skip - 1
         bar = tqdm(loader, total=spe, initial=skip, desc=f"epoch {epoch + 1}/{c['epochs']}", leave=False,
-                   disable=not (main and c["progress"]), mininterval=1 if sys.stderr.isatty() else 30)
+                   disable=not (main and c["progress"]), mininterval=1 if sys.stderr.isatty() else 30, file=sys.stderr)
         for b_i, b in enumerate(bar, start=skip):
             t0 = time.time()
             rng = np.random.default_rng([c["seed"], epoch, b_i, rank])
@@ -617,7 +623,13 @@ def train(**config) -> dict:
             last = sm[(sm.source == "all") & (sm["round"] == c["rounds"])].dice.item()
             print(f"epoch {epoch + 1}/{c['epochs']} step {step}: train loss {sum(d['loss'] / d['_n'] for d in acc.values()) if acc else float('nan'):.3f}, "
                   f"val Dice round 1 {sm[(sm.source == 'all') & (sm['round'] == 1)].dice.item():.3f}, round {c['rounds']} "
-                  f"{last:.3f} (best mean {best:.3f}); {(time.time() - t_start) / 60:.1f} min", flush=True)
+                  f"{last:.3f} (best mean {best:.3f}); {(time.time() - t_start) / 60:.1f} min, ETA "
+                  f"{_eta_min(time.time() - t_start, step, sched.lr_lambdas[0].total):.1f} min", flush=True)
+        if main and not (do_val and len(val_ds)):
+            el = time.time() - t_start
+            print(f"epoch {epoch + 1}/{c['epochs']} step {step}: train loss "
+                  f"{sum(d['loss'] / d['_n'] for d in acc.values()) if acc else float('nan'):.3f}; {el / 60:.1f} min, "
+                  f"ETA {_eta_min(el, step, sched.lr_lambdas[0].total):.1f} min", flush=True)
         if stop and not finished_epoch:   # resumable from the next batch of this epoch
             checkpoint(epoch, b_i + 1)
             if main: _write_metrics(rows, out)
@@ -698,49 +710,6 @@ def main(argv=None) -> dict:
         ap.add_argument(f"--{k}", f"--{k.replace('_', '-')}", dest=k, type=_literal, default=v, help=f"default: {v!r}")
     return train(**vars(ap.parse_args(argv)))
 
-# %% ../nbs/07_training.ipynb #7fffa90c
-def notebook_path() -> Path:
-    "This notebook (nbs/07_training.ipynb) in the source checkout the package was installed from."
-    p = repo_root() / "nbs" / "07_training.ipynb"
-    if not p.exists(): raise FileNotFoundError(f"{p} not found: roadgie-train runs the notebook of a source checkout "
-                                               "(pip install -e . from a clone); use `python -m roadgie.training` otherwise")
-    return p
-
-def parse_papermill_args(argv) -> tuple[dict, str|None, str]:
-    "`-p name value ... [--name RUN] [--runs-dir DIR]` -> (parameters, run name, runs dir)."
-    params, name, runs, i = {}, None, "runs", 0
-    argv = list(argv)
-    while i < len(argv):
-        a = argv[i]
-        if a in ("-p", "--parameters"):
-            if len(argv) - i < 3: raise ValueError(f"{a} needs a NAME and a VALUE, got {argv[i + 1:]}")
-            k = argv[i + 1]
-            if k not in TRAIN_DEFAULTS: raise ValueError(f"unknown parameter {k!r}; expected one of {sorted(TRAIN_DEFAULTS)}")
-            params[k] = _literal(argv[i + 2]); i += 3
-        elif a in ("--name", "--runs-dir"):
-            if i + 1 >= len(argv): raise ValueError(f"{a} needs a value")
-            if a == "--name": name = argv[i + 1]
-            else: runs = argv[i + 1]
-            i += 2
-        else: raise ValueError(f"unexpected argument {a!r}; expected -p NAME VALUE, --name RUN or --runs-dir DIR")
-    return params, name, runs
-
-def train_cli(argv=None) -> Path:
-    "`roadgie-train -p epochs 30 -p batch 8 --name ship`: run the notebook with papermill into runs/<name>/."
-    import papermill as pm
-    params, name, runs = parse_papermill_args(sys.argv[1:] if argv is None else argv)
-    name = name or time.strftime("train-%Y%m%d-%H%M%S")
-    run_dir = (Path(runs) / name).resolve(); run_dir.mkdir(parents=True, exist_ok=True)
-    params.setdefault("out_dir", str(run_dir))
-    if params.get("data_root") is not None: params["data_root"] = str(Path(params["data_root"]).resolve())
-    dst = run_dir / "train.ipynb"
-    print(f"roadgie-train: running {notebook_path()} -> {dst}", flush=True)
-    pm.execute_notebook(str(notebook_path()), str(dst), parameters=params, cwd=os.getcwd(), progress_bar=True,
-                        kernel_name="python3", log_output=True)
-    print(f"roadgie-train: done; notebook {dst}, metrics {Path(params['out_dir']) / 'metrics.csv'}, "
-          f"weights {Path(params['out_dir']) / 'best.safetensors'}", flush=True)
-    return run_dir
-
 # %% ../nbs/07_training.ipynb #97ecefe7
 def _md_table(df, value):
     "Markdown table of `value` with rounds as rows and sources as columns."
@@ -797,7 +766,10 @@ def ship_run(run_dir, # a finished `train` output folder (best.safetensors, resu
     card = [f"# {name}: model card", "",
             f"RoadGIE `{cfg['model']}` network (`roadgie.model.build_model('{cfg['model']}')`) trained by `roadgie.training.train` "
             "with simulated interaction rounds; loaded by `roadgie.model.load_pretrained()`.", "",
-            "## Data", "", f"Training and validation tiles from `{cfg['data_root']}` (train / val split per `tiles.csv`):", "",
+            "## Data", "", f"Training and validation tiles from `{cfg['data_root']}` (" + ("train / val split per its `tiles.csv`"
+            if (Path(cfg["data_root"]) / "tiles.csv").exists() else "no index: train / val split 85/15 by a hash of each "
+            "tile's name, `roadgie.data.hash_split`") + (f"; left out: {cfg['exclude_sources']}" if cfg.get("exclude_sources")
+            not in (None, "None") else "") + "):", "",
             "| source | " + " | ".join(tiles.columns) + " |", "|---" * (len(tiles.columns) + 1) + "|",
             *[f"| {src} | " + " | ".join(str(v) for v in row) + " |" for src, row in tiles.iterrows()], "",
             f"Synthetic worlds mixed in: fraction {cfg.get('synthetic_fraction', 0)}. Training samples: random "

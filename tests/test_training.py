@@ -102,18 +102,3 @@ def test_torchrun_two_gloo_ranks_identical_weights(tiny_root, tmp_path):
     assert h0 == h1
     res = json.loads((out / "result.json").read_text())
     assert res["world"] == 2 and res["steps"] == 8 // (2 * TINY["batch"])   # each rank trained its half of the epoch
-
-
-def test_roadgie_train_cli_runs_the_notebook(tiny_root, tmp_path):
-    "train_cli: papermill -p options into <runs>/<name>/train.ipynb, outputs beside it (the notebook's parameters cell)."
-    from roadgie.training import train_cli
-    args = ["-p", "data_root", str(tiny_root), "-p", "epochs", "1", "-p", "max_train_tiles", "4", "-p", "crop", "48",
-            "--name", "tiny", "--runs-dir", str(tmp_path)]
-    run = train_cli(args)
-    assert run == (tmp_path / "tiny").resolve()
-    import nbformat
-    nb = nbformat.read(run / "train.ipynb", as_version=4)
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
-    res = json.loads((run / "result.json").read_text())
-    assert res["stopped"] == "done" and (run / "metrics.csv").exists() and (run / "metrics.png").exists()
-    with pytest.raises(ValueError, match="unknown parameter 'epoch'"): train_cli(["-p", "epoch", "1"])
