@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['METHOD_NOTES', 'DEMO_TILES', 'DEMO_ROUNDS', 'DEMO_PROMPT', 'TRAIN_NB', 'repo_root', 'CliError', 'NotebookFailed',
-           'fail', 'Parser', 'console', 'checked', 'check_data_root', 'notebook_parameters', 'prepare_notebook',
-           'run_notebook', 'run_folder', 'export_figures', 'table_legend', 'explain_results', 'results_lines',
-           'demo_plan', 'demo', 'bench', 'train_parser', 'train_params', 'train', 'eval_params', 'evaluate', 'segment']
+__all__ = ['DEMO_TILES', 'DEMO_ROUNDS', 'DEMO_PROMPT', 'TRAIN_NB', 'repo_root', 'CliError', 'NotebookFailed', 'fail', 'Parser',
+           'console', 'checked', 'check_data_root', 'notebook_parameters', 'prepare_notebook', 'run_notebook',
+           'run_folder', 'export_figures', 'results_lines', 'demo_plan', 'demo', 'bench', 'train_parser',
+           'train_params', 'train', 'eval_params', 'evaluate', 'segment']
 
 # %% ../nbs/11_cli.ipynb #f04faf0b
 def repo_root() -> Path:
@@ -171,57 +171,10 @@ def export_figures(nb_path:str|Path, out_dir:str|Path|None=None, prefix:str|None
     return paths
 
 # %% ../nbs/11_cli.ipynb #6a43488d
-METHOD_NOTES = {"roadgie-lite": "the shipped network, driven by the simulated user's prompts",
-                "auto": "the same network with no prompts at all (automatic segmentation)",
-                "random-walker": "the classical interactive baseline (random walker) on the same prompts",
-                "prompts": "the prompts alone, drawn at road width (what the user gave)",
-                "paper": "the paper's full-size network on the same prompts"}
+from .evaluation import METHOD_NOTES, table_legend   # the benchmark explains its own columns
 
-def _column_note(col:str) -> str:
-    "What a column of `roadgie.evaluation.markdown_table` holds."
-    head, _, rest = col.partition(" r")
-    at = f"; mean over tiles after round {rest.replace('/', ', ')}" if rest and rest[0].isdigit() and "CI" not in rest else ""
-    notes = {"method": "; ".join(f"`{k}` = {v}" for k, v in METHOD_NOTES.items()),
-             "source": "the data set the tiles come from; `all` is every tile",
-             "tiles": "how many tiles the row averages over",
-             "Dice": "overlap of predicted and true road pixels (1 = identical)",
-             "APLS": "how well shortest routes through the predicted road network match those of the true one (1 = the same)",
-             "clDice": "overlap of the road centrelines, which rewards connected roads (1 = identical)",
-             "Recall": "share of the true road pixels that were found",
-             "b0 err": "|pieces of road predicted - pieces in the truth| (Betti-0 error; 0 = as many separate pieces as the truth)",
-             "b1 err": "|loops enclosed by roads predicted - loops in the truth| (Betti-1 error; 0 = as many city blocks)"}
-    if col.startswith("NoC@"):
-        t = col[4:].split()[0]
-        return (f"rounds needed to reach Dice {t}, mean over tiles (round 1 = the first prompt; a tile that never gets there "
-                f"counts as the last round + 1); in brackets, how many tiles never got there, out of all")
-    if col.endswith("95% CI"): return f"95% interval of the mean Dice after round {col.split()[1][1:]}, over tiles"
-    return notes[head] + at if head in notes else ""
-
-def table_legend(table_md:str) -> str:
-    "A Markdown 'Columns' section explaining each column in the header of a `markdown_table`."
-    cols = [c.strip() for c in table_md.strip().splitlines()[0].strip("|").split("|")]
-    rows = [f"- **{c}**: {_column_note(c)}" for c in cols if _column_note(c)]
-    return "## Columns\n\nOne row per method and data set; a round is one interaction of the simulated user (round 1 = " \
-           "the first prompt, then one correction per round on the largest error).\n\n" + "\n".join(rows) + "\n"
 
 # %% ../nbs/11_cli.ipynb #a486dd0c
-def explain_results(eval_dir, # an output folder of roadgie.evaluation.run_benchmark
-                    prompt:str) -> None: # the prompt kind the run used
-    "Append a Columns section to eval_dir/table.md and redraw eval_dir/curves.png with a title that says what it shows."
-    import pandas as pd, matplotlib.pyplot as plt
-    from roadgie.evaluation import plot_curves
-    d = Path(eval_dir); t = d / "table.md"
-    if "## Columns" not in t.read_text(): t.write_text(t.read_text().rstrip("\n") + "\n\n" + table_legend(t.read_text()))
-    df = pd.read_csv(d / "per_round.csv"); n = len(df[["source", "stem"]].drop_duplicates())
-    fig = plot_curves(df)
-    if n < 5:
-        for ax in fig.axes:
-            for c in list(ax.collections): c.remove()
-    fig.suptitle(f"Mean Dice and APLS after each round of the simulated user, one line per method, over {n} tiles\n"
-                 f"(round 1: one '{prompt}' prompt on the largest road; then one correction per round on the largest error; "
-                 + ("band: 95% interval of the mean)" if n >= 5 else "too few tiles for an interval)"), fontsize=9)
-    fig.tight_layout(); fig.savefig(d / "curves.png", dpi=110); plt.close(fig)
-
 def results_lines(eval_dir) -> list[str]:
     "A few lines of results: per method, mean Dice (APLS) over all tiles after the first and the last round."
     import pandas as pd
@@ -265,7 +218,6 @@ def _demo(argv):
         for nb, params in plan:
             dst = run_notebook(nb, tmp, params)
             if nb == "00_data.ipynb": export_figures(dst, names=["data-tiles.png", "data-training-crops.png"])
-        explain_results(tmp / "eval", DEMO_PROMPT)
     print(f"\nroadgie-demo: done in {(time.time() - t0) / 60:.1f} min, on {what}. Outputs in {final}:")
     for p, what in [("data-tiles.png", "tiles with their road masks"), ("eval/table.md", "the benchmark table, columns explained"),
                     ("eval/curves.png", "Dice and APLS per round, per method"), ("eval/worst.png", "the worst tiles, shown"),
@@ -458,7 +410,6 @@ def _evaluate(argv):
     final, t0 = Path(params["out_dir"]), time.time()
     with run_folder(final) as tmp:
         run_notebook("08_evaluation.ipynb", tmp, dict(params, out_dir=str(tmp)))
-        explain_results(tmp, params["prompt"])
     print(f"\nroadgie-eval: done in {(time.time() - t0) / 60:.1f} min. Results in {final}: table.md (columns explained), "
           "per_round.csv, per_tile.csv, summary.csv, curves.png, worst.png, 08_evaluation.ipynb")
     print("\n".join(results_lines(final)))

@@ -16,10 +16,10 @@ from .metrics import evaluate
 from .interactive import InteractiveSession, PromptDilation, as_predictor
 
 # %% auto #0
-__all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'road_width', 'PromptsAlone', 'RandomWalker', 'Automatic',
-           'load_network', 'check_methods', 'make_methods', 'prompt_faithfulness', 'simulate_user', 'noc', 'tile_table',
-           'mean_ci', 'report_rounds', 'summarize', 'markdown_table', 'plot_curves', 'plot_worst', 'select_tiles',
-           'run_benchmark', 'write_outputs', 'annotator_table', 'faithfulness_table']
+__all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'METHOD_NOTES', 'road_width', 'PromptsAlone', 'RandomWalker',
+           'Automatic', 'load_network', 'check_methods', 'make_methods', 'prompt_faithfulness', 'simulate_user', 'noc',
+           'tile_table', 'mean_ci', 'report_rounds', 'summarize', 'markdown_table', 'table_legend', 'plot_curves',
+           'plot_worst', 'select_tiles', 'run_benchmark', 'write_outputs', 'annotator_table', 'faithfulness_table']
 
 # %% ../nbs/08_evaluation.ipynb #01953563
 METRICS = ("dice", "recall", "precision", "iou", "cldice", "apls", "b0_error", "b1_error")
@@ -279,12 +279,49 @@ def markdown_table(summary, # output of `summarize`
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
+# %% ../nbs/08_evaluation.ipynb #bd90f64e
+METHOD_NOTES = {"roadgie-lite": "the shipped network, driven by the simulated user's prompts",
+                "auto": "the same network with no prompts at all (automatic segmentation)",
+                "random-walker": "the classical interactive baseline (random walker) on the same prompts",
+                "prompts": "the prompts alone, drawn at road width (what the user gave)",
+                "paper": "the paper's full-size network on the same prompts"}
+
+def _column_note(col:str) -> str:
+    "What a column of `markdown_table` holds."
+    head, _, rest = col.partition(" r")
+    at = f"; mean over tiles after round {rest.replace('/', ', ')}" if rest and rest[0].isdigit() and "CI" not in rest else ""
+    notes = {"method": "; ".join(f"`{k}` = {v}" for k, v in METHOD_NOTES.items()),
+             "source": "the data set the tiles come from; `all` is every tile",
+             "tiles": "how many tiles the row averages over",
+             "Dice": "overlap of predicted and true road pixels (1 = identical)",
+             "APLS": "how well shortest routes through the predicted road network match those of the true one (1 = the same)",
+             "clDice": "overlap of the road centrelines, which rewards connected roads (1 = identical)",
+             "Recall": "share of the true road pixels that were found",
+             "b0 err": "|pieces of road predicted - pieces in the truth| (Betti-0 error; 0 = as many separate pieces as the truth)",
+             "b1 err": "|loops enclosed by roads predicted - loops in the truth| (Betti-1 error; 0 = as many city blocks)"}
+    if col.startswith("NoC@"):
+        t = col[4:].split()[0]
+        return (f"rounds needed to reach Dice {t}, mean over tiles (round 1 = the first prompt; a tile that never gets there "
+                f"counts as the last round + 1); in brackets, how many tiles never got there, out of all")
+    if col.endswith("95% CI"): return f"95% interval of the mean Dice after round {col.split()[1][1:]}, over tiles"
+    return notes[head] + at if head in notes else ""
+
+def table_legend(table_md:str) -> str:
+    "A Markdown 'Columns' section explaining each column in the header of a `markdown_table`."
+    cols = [c.strip() for c in table_md.strip().splitlines()[0].strip("|").split("|")]
+    rows = [f"- **{c}**: {_column_note(c)}" for c in cols if _column_note(c)]
+    return "## Columns\n\nOne row per method and data set; a round is one interaction of the simulated user (round 1 = " \
+           "the first prompt, then one correction per round on the largest error).\n\n" + "\n".join(rows) + "\n"
+
 # %% ../nbs/08_evaluation.ipynb #a0b05693
 def plot_curves(df, # per-round rows of `run_benchmark`
                 path=None, # PNG to write, or None
-                metrics=("dice", "apls")):
-    "Per-round mean of `metrics` with 95% t-bands, one line per method; returns the figure."
+                metrics=("dice", "apls"),
+                title:str|None=None, # what the figure shows (default: the tile count)
+                min_band_tiles:int=5): # fewer tiles: no interval band (it would span most of [0, 1])
+    "Per-round mean of `metrics`, one line per method, with 95% bands when there are `min_band_tiles` tiles; returns the figure."
     import matplotlib.pyplot as plt
+    n = df[["source", "stem"]].drop_duplicates().shape[0]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
     for ax, k in zip(axes[0], metrics):
         for m in dict.fromkeys(df["method"]):
@@ -292,12 +329,13 @@ def plot_curves(df, # per-round rows of `run_benchmark`
             ci = np.array([mean_ci(v) for _, v in g])
             rr = np.array(list(g.groups))
             ax.plot(rr, ci[:, 0], marker="o", ms=3, label=m)
-            ax.fill_between(rr, np.clip(ci[:, 1], 0, 1), np.clip(ci[:, 2], 0, 1), alpha=0.12)
+            if n >= min_band_tiles: ax.fill_between(rr, np.clip(ci[:, 1], 0, 1), np.clip(ci[:, 2], 0, 1), alpha=0.12)
         ax.set_xlabel("round (interactions)"); ax.set_ylabel(k); ax.set_ylim(0, 1); ax.grid(alpha=0.3)
         ax.set_xticks(sorted(df["round"].unique()))
     axes[0][0].legend(fontsize=8)
-    n = df[["source", "stem"]].drop_duplicates().shape[0]
-    fig.suptitle(f"{n} tiles, mean and 95% interval"); fig.tight_layout()
+    band = "band: 95% interval of the mean" if n >= min_band_tiles else "too few tiles for an interval band"
+    fig.suptitle(title or f"Mean after each round of the simulated user, one line per method, over {n} tiles ({band})",
+                 fontsize=9); fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=110)
     return fig
 
@@ -363,6 +401,11 @@ def run_benchmark(data_root=None, # tiles (see RoadTiles); None: the bundled dat
     idx = select_tiles(ds.records, max_tiles)
     t0 = time.perf_counter()
     tiles = {i: ds.load(i) for i in idx}
+    empty = [ds.records[i]["stem"] for i in idx if not tiles[i][1].any()]
+    if empty:                                            # the simulated user starts from a road: nothing to measure here
+        if verbose: print(f"skipping {len(empty)} tile(s) without road: {', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}")
+        idx = [i for i in idx if tiles[i][1].any()]
+    if not idx: raise ValueError(f"no tile with road pixels in split {split!r} under {ds.root}: the simulated user needs a road to start from")
     widths = {}
     for i in idx: widths.setdefault(ds.records[i]["source"], []).append(road_width(tiles[i][1]))
     cache, rows, snaps, spent = {}, [], {}, {}
@@ -380,18 +423,24 @@ def run_benchmark(data_root=None, # tiles (see RoadTiles); None: the bundled dat
         print(f"{len(idx)} tiles x {len(spec)} methods x {rounds} rounds ({prompt}) in {wall:.1f} s wall: "
               + ", ".join(f"{k} {v:.1f} s" for k, v in spent.items()))
     if out_dir is not None:
-        write_outputs(df, snaps, {ds.records[i]["stem"]: tiles[i] for i in idx}, out_dir, verbose)
+        write_outputs(df, snaps, {ds.records[i]["stem"]: tiles[i] for i in idx}, out_dir, verbose, prompt)
     return df
 
-def write_outputs(df, snapshots, images, out_dir, verbose=True) -> dict:
+def write_outputs(df, snapshots, images, out_dir, verbose=True, prompt:str|None=None) -> dict:
     "Write per_round.csv, per_tile.csv, summary.csv, table.md, curves.png, worst.png, snapshots.npz; returns the paths."
     import matplotlib.pyplot as plt
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     p = {k: out / k for k in ("per_round.csv", "per_tile.csv", "summary.csv", "table.md", "curves.png", "worst.png",
                               "snapshots.npz")}
     df.to_csv(p["per_round.csv"], index=False); tile_table(df).to_csv(p["per_tile.csv"], index=False)
-    s = summarize(df); s.to_csv(p["summary.csv"]); p["table.md"].write_text(markdown_table(s) + "\n")
-    plt.close(plot_curves(df, p["curves.png"])); plt.close(plot_worst(df, snapshots, images, path=p["worst.png"]))
+    s = summarize(df); s.to_csv(p["summary.csv"]); t = markdown_table(s)
+    p["table.md"].write_text(t + "\n\n" + table_legend(t))
+    n = df[["source", "stem"]].drop_duplicates().shape[0]
+    title = None if prompt is None else (
+        f"Mean Dice and APLS after each round of the simulated user, one line per method, over {n} tiles\n(round 1: one "
+        f"'{prompt}' prompt on the largest road, then one correction per round on the largest error; "
+        + ("band: 95% interval of the mean)" if n >= 5 else "too few tiles for an interval band)"))
+    plt.close(plot_curves(df, p["curves.png"], title=title)); plt.close(plot_worst(df, snapshots, images, path=p["worst.png"]))
     np.savez_compressed(p["snapshots.npz"], **{f"{m}|{st}|{k}": v[k] for (m, st), v in snapshots.items()
                                                for k in ("mask", "pos", "neg")})
     if verbose: print(f"wrote {', '.join(sorted(x.name for x in p.values()))} to {out}")
