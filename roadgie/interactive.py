@@ -104,6 +104,10 @@ class PromptDilation:
     def __repr__(self): return f"PromptDilation(radius={self.radius})"
 
 # %% ../nbs/08a_interactive.ipynb #c644b445
+def _sees_imagery(model) -> bool:
+    "Whether `model` (as `as_predictor` takes it) looks at the image, so resampling it helps: all but the prompt-dilation baseline."
+    return not ((isinstance(model, str) and model == "dilation") or isinstance(model, PromptDilation))
+
 def as_predictor(model=None # None (shipped weights), "dilation", an nn.Module, a Predictor, or a callable
                 ):
     "A callable (image (H,W,3), prompts (2,H,W), prev_logits (H,W)) -> (H,W) float32 logits for `model`."
@@ -266,7 +270,7 @@ class InteractiveSession:
                  max_history:int=100): # undo steps kept
         self.image = load_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
         self.predictor = as_predictor(model)
-        if resample and gsd_scale(gsd) != 1 and not (isinstance(model, str) and model == "dilation"):
+        if resample and gsd_scale(gsd) != 1 and _sees_imagery(model):
             self.predictor = Rescaled(self.predictor, gsd_scale(gsd))   # e.g. 5 cm drone imagery shown at 0.3 m/px
         self.window, self.gsd, self.transform = int(window), gsd, transform
         self.click_radius, self.max_history = click_radius, int(max_history)

@@ -129,9 +129,9 @@ class Calibrated(nn.Module):
         y = self.net_forward(x)
         if o: y = y - o
         c = float(self.prompt_clamp)
-        if c:                                               # a person's stroke is never overruled (positive wins ties)
+        if c:                                               # a person's stroke is never overruled (negative wins ties:
+            y = torch.where(x[:, 3:4] > 0.5, y.clamp(min=c), y)   # a negative drawn over a positive is a correction)
             y = torch.where(x[:, 4:5] > 0.5, y.clamp(max=-c), y)
-            y = torch.where(x[:, 3:4] > 0.5, y.clamp(min=c), y)
         return y
 
 
@@ -378,9 +378,9 @@ class Rescaled:
         pr = _resize(prompts, size, "max" if f < 1 else "nearest")
         prev = None if prev_logits is None else _resize(np.asarray(prev_logits)[None], size)[0]
         y = _resize(np.asarray(self.predictor(np.ascontiguousarray(img), pr, prev), np.float32)[None], (H, W))[0]
-        if self.clamp:
-            y = np.where(prompts[1] > 0.5, np.minimum(y, -self.clamp), y)
+        if self.clamp:                                      # as `Calibrated`: prompts obeyed, negative wins ties
             y = np.where(prompts[0] > 0.5, np.maximum(y, self.clamp), y)
+            y = np.where(prompts[1] > 0.5, np.minimum(y, -self.clamp), y)
         return y.astype(np.float32)
 
 
