@@ -235,7 +235,8 @@ def _bench(argv):
     ap = Parser("roadgie-bench", "Parameters, counted GFLOP and latency (median, p90) of the paper and lite networks, "
                 "in torch and ONNX Runtime, on random inputs.", examples=["roadgie-bench", "roadgie-bench --sizes 512 --models lite"])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square input sizes in px (default: 256 512 1024)")
-    ap.add_argument("--models", nargs="+", default=["paper", "lite"], choices=list(MODELS), help="networks (default: paper lite)")
+    ap.add_argument("--models", nargs="+", default=["paper", "lite-v1", "lite"], choices=list(MODELS),
+                    help="networks (default: paper, the first lite design lite-v1, and the shipped lite)")
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"], help="(default: torch onnx)")
     a = ap.parse_args(argv)
     if min(a.sizes) < 32: raise CliError(f"--sizes {' '.join(map(str, a.sizes))}: expected sizes of 32 px or more")
