@@ -175,7 +175,7 @@ def redraw(self:ScribbleWidget):
 
 @patch_widget
 def _client_ready(self:ScribbleWidget):
-    "A page connected: forget the manager's remembered canvas (ipycanvas issue 322), then redraw everything."
+    "A page connected: forget the manager's remembered canvas (a new page never saw that switch), then redraw everything."
     self.canvas[0]._canvas_manager._current_canvas = None
     self.redraw()
 

@@ -9,7 +9,8 @@ test checks the widget and its plumbing, not the network's weights. Needs /usr/b
 """
 import base64, io, json, os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
+
+from _chromium import CHROMIUM, local_page
 
 import numpy as np
 import pytest
@@ -17,9 +18,6 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("ROADGIE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 OVERLAY_RGB = (255, 0, 200)  # roadgie.widget.OVERLAY_RGB
 
 
@@ -130,21 +128,12 @@ def _dist_to_polyline(shape, pts):
 
 
 def test_widget_in_jupyterlab(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
     base, token = lab
     road, (H, W) = _road_polyline()
     dist = _dist_to_polyline((H, W), road)
     out = REPO / "runs" / "browser"; out.mkdir(parents=True, exist_ok=True)
-    errors = []
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / "chrome"), executable_path=CHROMIUM, headless=True,
-                                                   args=ARGS, viewport={"width": 1400, "height": 1300})
+    with local_page(tmp_path / "chrome", 1400, 1300) as (page, errors):
         try:
-            ctx.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname in
-                      ("127.0.0.1", "localhost") else route.abort())
-            page = ctx.new_page()
-            page.set_default_timeout(60_000)
-            page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"{base}/lab/tree/09_widget.ipynb?reset&token={token}")
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
             page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=90_000)  # kernel ready
@@ -219,6 +208,4 @@ def test_widget_in_jupyterlab(lab, tmp_path):
             try: page.screenshot(path=str(out / "widget_failure.png"), full_page=True)
             except Exception: pass
             raise
-        finally:
-            ctx.close()
     assert not errors, f"page errors: {errors}"

@@ -21,14 +21,11 @@ runs/docs/. Without Chromium the browser test is skipped, unless CI=true, where 
 import argparse, functools, hashlib, http.server, json, os, re, shutil, subprocess, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
+from _chromium import CHROMIUM, local_page
 
 REPO = Path(__file__).resolve().parents[1]
 NBS, EXEC, PROC, DOCS = REPO / "nbs", REPO / "_exec", REPO / "_proc", REPO / "_docs"
 STAMP = DOCS / "docs-build.json"
-CHROMIUM = os.environ.get("ROADGIE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -257,44 +254,32 @@ if pytest is not None:
     def test_docs_pages_in_chromium(server, tmp_path):
         "The home page and two chapters load in Chromium, with no page error, no failed request and decoded figures."
         _need(Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium fonts-dejavu-core)")
-        from playwright.sync_api import sync_playwright
         out = REPO / "runs" / "docs"; out.mkdir(parents=True, exist_ok=True)
-        errors, bad = [], []
-        report = {}
-        with sync_playwright() as p:
-            ctx = p.chromium.launch_persistent_context(str(tmp_path / "chrome"), executable_path=CHROMIUM, headless=True,
-                                                       args=ARGS, viewport={"width": 1400, "height": 1000})
-            try:
-                ctx.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname in
-                          ("127.0.0.1", "localhost") else route.abort())
-                page = ctx.new_page()
-                page.set_default_timeout(60_000)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("response", lambda r: bad.append(f"{r.status} {r.url}")
-                        if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
-                for name, at_least in PAGES:
-                    page.goto(f"{server}/{name}.html", wait_until="load")
-                    imgs = page.evaluate("""() => [...document.querySelectorAll('main img, #quarto-document-content img, .cell-output img')]
-                        .map(i => ({w: i.naturalWidth, h: i.naturalHeight, done: i.complete}))""")
-                    shown = [i for i in imgs if i["done"] and i["w"] > 0 and i["h"] > 0]
-                    title = page.title()
-                    page.screenshot(path=str(out / f"{name}.png"), full_page=False)
-                    report[name] = dict(title=title, images=len(imgs), decoded=len(shown))
-                    assert len(shown) == len(imgs), f"{name}.html: {len(imgs) - len(shown)} of {len(imgs)} images did not load"
-                    assert len(shown) >= at_least, f"{name}.html shows {len(shown)} figures, expected at least {at_least}"
-                    if name == "index":
-                        assert "roadgie" in title.lower(), f"home page title: {title!r}"
-                        links = page.evaluate("() => [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
-                        for nb in _notebooks():
-                            if nb.stem != "index":
-                                assert any(l and l.split("#")[0].endswith(f"{nb.stem}.html") for l in links), \
-                                    f"the home page has no link to {nb.stem}.html"
-                    else:  # scroll the first figure into view and keep a picture of it
-                        fig = page.locator(".cell-output img").first
-                        fig.scroll_into_view_if_needed()
-                        page.screenshot(path=str(out / f"{name}_figure.png"))
-            finally:
-                ctx.close()
+        bad, report = [], {}
+        with local_page(tmp_path / "chrome", 1400, 1000) as (page, errors):
+            page.on("response", lambda r: bad.append(f"{r.status} {r.url}")
+                    if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+            for name, at_least in PAGES:
+                page.goto(f"{server}/{name}.html", wait_until="load")
+                imgs = page.evaluate("""() => [...document.querySelectorAll('main img, #quarto-document-content img, .cell-output img')]
+                    .map(i => ({w: i.naturalWidth, h: i.naturalHeight, done: i.complete}))""")
+                shown = [i for i in imgs if i["done"] and i["w"] > 0 and i["h"] > 0]
+                title = page.title()
+                page.screenshot(path=str(out / f"{name}.png"), full_page=False)
+                report[name] = dict(title=title, images=len(imgs), decoded=len(shown))
+                assert len(shown) == len(imgs), f"{name}.html: {len(imgs) - len(shown)} of {len(imgs)} images did not load"
+                assert len(shown) >= at_least, f"{name}.html shows {len(shown)} figures, expected at least {at_least}"
+                if name == "index":
+                    assert "roadgie" in title.lower(), f"home page title: {title!r}"
+                    links = page.evaluate("() => [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
+                    for nb in _notebooks():
+                        if nb.stem != "index":
+                            assert any(l and l.split("#")[0].endswith(f"{nb.stem}.html") for l in links), \
+                                f"the home page has no link to {nb.stem}.html"
+                else:  # scroll the first figure into view and keep a picture of it
+                    fig = page.locator(".cell-output img").first
+                    fig.scroll_into_view_if_needed()
+                    page.screenshot(path=str(out / f"{name}_figure.png"))
         (out / "docs_result.json").write_text(json.dumps(dict(pages=report, page_errors=errors, failed_requests=bad), indent=1))
         assert not errors, f"page errors: {errors}"
         assert not bad, f"failed requests: {bad}"
