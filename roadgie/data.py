@@ -15,9 +15,9 @@ from scipy import ndimage
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SPLIT_VAL', 'SPLIT_SEED', 'repo_root', 'samples_dir', 'shared_roads_dir', 'default_data_root',
-           'training_data_root', 'to_rgb', 'load_image', 'load_mask', 'save_image', 'save_mask', 'random_crop',
-           'scaled_crop', 'augment_pair', 'benchmark_augment', 'hash_split', 'find_tiles', 'tile_table', 'RoadTiles',
-           'show_tiles']
+           'training_data_root', 'to_rgb', 'load_image', 'as_mask', 'load_mask', 'save_image', 'save_mask',
+           'random_crop', 'scaled_crop', 'augment_pair', 'benchmark_augment', 'hash_split', 'find_tiles', 'tile_table',
+           'RoadTiles', 'show_tiles']
 
 # %% ../nbs/00_data.ipynb #22821759
 def repo_root() -> Path:
@@ -98,19 +98,43 @@ def load_image(path) -> np.ndarray:
     except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
 # %% ../nbs/00_data.ipynb #89fc9813
-def _binarise(a: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    "(H,W) array -> bool: a > threshold * scale; scale = 1 if a.max() <= 1 else 255 (uint8) / 65535 (wider ints) / 1 (floats)."
-    if not 0 <= threshold < 1: raise ValueError(f"threshold must be in [0,1), got {threshold}")
-    if a.dtype == bool: return a.copy()
-    if a.dtype.kind == "f": a, mx = np.nan_to_num(a.astype(np.float64)), 1.0
-    else: mx = 255 if a.dtype == np.uint8 else 65535
-    return a > threshold * (1.0 if a.max() <= 1 else mx)
+def _values_error(a, name, threshold) -> str:
+    "Why the numeric (H,W) array `a` breaks the mask rule: its range, its NaN/inf count, and what to do instead."
+    f = a[np.isfinite(a)]
+    got = f"values in [{f.min():.4g}, {f.max():.4g}]" if f.size else "no finite values"
+    if f.size < a.size: got += f" and {a.size - f.size} NaN/inf"
+    out = f.size and (f.min() < 0 or f.max() > 1)
+    return (f"{name}: expected a bool mask or values in [0,1] (or uint8 0..255), road above {threshold}; got {got}"
+            + (". Apply a sigmoid to logits; divide 0..255 values that are not uint8 by 255" if out else ""))
+
+def as_mask(a, # (H,W) mask: numpy array, array-like or torch tensor
+            name: str = "mask", # what the error messages call `a`
+            threshold: float = 0.5, # a value (uint8 above 1: value / 255) is road when above this
+           ) -> np.ndarray: # (H,W) bool; a bool array is returned as it is
+    "The one mask rule: (H,W) bool as is; numbers in [0,1], or uint8 0..255 as value/255, are road above `threshold`."
+    if not 0 <= threshold < 1: raise ValueError(f"threshold: expected a number in [0,1), got {threshold!r}")
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if a.ndim != 2: raise ValueError(f"{name}: expected an (H,W) mask, got an array of shape {a.shape}")
+    if a.dtype == bool: return a
+    if a.dtype.kind not in "iuf": raise ValueError(f"{name}: expected a bool, integer or float (H,W) mask, got dtype {a.dtype}")
+    if a.size == 0: return np.zeros(a.shape, bool)
+    if a.dtype == np.uint8 and a.max() > 1: return a > threshold * 255      # 8-bit mask images store road as 255
+    if not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1): raise ValueError(_values_error(a, name, threshold))
+    return a > threshold
+
+# %% ../nbs/00_data.ipynb #6327461b
+def _stored_mask(a: np.ndarray) -> np.ndarray:
+    "A mask file's raw (H,W) or (H,W,C) pixels -> (H,W) values for `as_mask`: largest colour band, wide ints / 65535, NaN -> 0."
+    if a.ndim == 3: a = a[..., :3].max(-1) if a.shape[-1] in (3, 4) else a[..., 0]
+    if a.dtype.kind == "f": return np.where(np.isnan(a), 0, a)              # nodata reads as background
+    if a.dtype.kind in "iu" and a.dtype != np.uint8 and a.max() > 1: return a / 65535
+    return a
 
 def load_mask(path, threshold: float = 0.5) -> np.ndarray:
-    "Read a mask file -> (H,W) bool: value > threshold * (dtype max, or 1 when the mask's max is <= 1)."
-    a = _read_array(path)
-    if a.ndim == 3: a = a[..., :3].max(-1) if a.shape[-1] in (3, 4) else a[..., 0]
-    return _binarise(a, threshold)
+    "Read a mask file -> (H,W) bool: undo the file's encoding, then the rule of `as_mask` (road above `threshold`)."
+    a = _stored_mask(_read_array(path))
+    try: return as_mask(a, "mask", threshold)
+    except ValueError as e: raise ValueError(f"{path}: {e}") from None
 
 # %% ../nbs/00_data.ipynb #1b95af90
 def save_image(path, img: np.ndarray):
@@ -122,10 +146,8 @@ def save_image(path, img: np.ndarray):
     Image.fromarray(img).save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
 
 def save_mask(path, mask: np.ndarray):
-    "Write an (H,W) bool mask as an 8-bit PNG with 0 = background, 255 = road."
-    mask = np.asarray(mask)
-    if mask.ndim != 2: raise ValueError(f"expected an (H,W) mask, got shape {mask.shape}")
-    mask = _binarise(mask)
+    "Write an (H,W) mask, read by the rule of `as_mask`, as an 8-bit PNG with 0 = background, 255 = road."
+    mask = as_mask(mask)
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
 

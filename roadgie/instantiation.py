@@ -9,27 +9,18 @@ from dataclasses import dataclass
 import numpy as np
 import networkx as nx
 from scipy import ndimage
+from .data import as_mask
 from .graph import mask_to_graph
 from .prompts import PromptState
 
 # %% auto #0
-__all__ = ['STRUCTURE_KEYS', 'SELECT_KEYS', 'PALETTE', 'check_mask', 'check_image', 'as_prompt_masks', 'regularise', 'Segment',
+__all__ = ['check_mask', 'STRUCTURE_KEYS', 'SELECT_KEYS', 'PALETTE', 'check_image', 'as_prompt_masks', 'regularise', 'Segment',
            'RoadStructure', 'road_structure', 'road_segments', 'network_features', 'Candidate', 'attribute_distance',
            'candidate_instances', 'rank_candidates', 'expand_instance', 'instance_mask', 'select_instance',
            'instantiate', 'instance_target', 'draw_candidates', 'benchmark_instantiation']
 
 # %% ../nbs/06_instantiation.ipynb #ec2ea3ea
-def check_mask(mask, name="mask") -> np.ndarray:
-    "Validate a binary (H,W) mask (numpy or torch; bool, or numbers that are all 0 or 1); returns (H,W) bool."
-    a = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)  # torch tensors welcome
-    if a.ndim != 2: raise ValueError(f"{name}: expected a 2-D (H,W) binary mask, got shape {a.shape}")
-    if a.dtype == bool: return a
-    if not np.issubdtype(a.dtype, np.number): raise ValueError(f"{name}: expected a bool or 0/1 mask, got dtype {a.dtype}")
-    bad = (a != 0) & (a != 1)
-    if bad.any():
-        raise ValueError(f"{name}: expected a binary mask (bool or 0/1), got values like {a[bad].flat[0]!r} "
-                         f"(range [{np.nanmin(a)}, {np.nanmax(a)}]); threshold probabilities or logits first")
-    return a.astype(bool)
+check_mask = as_mask   # the one mask rule of roadgie.data, under this module's name
 
 def check_image(image, shape) -> np.ndarray:
     "Validate an (H,W,3) image in [0,1] (numpy or torch) matching the mask `shape`; returns float32 (H,W,3)."
@@ -43,7 +34,7 @@ def check_image(image, shape) -> np.ndarray:
     return np.clip(im, 0, 1)  # rounding overshoot (resampling) is clipped
 
 def as_prompt_masks(prompts, shape) -> tuple:
-    "Positive and negative prompt pixels (value > 0.5) from a PromptState or a (2,H,W) array: ((H,W) bool, (H,W) bool)."
+    "Positive and negative prompt pixels, each channel read by `as_mask`, from a PromptState or a (2,H,W) array: two (H,W) bool."
     if isinstance(prompts, PromptState): p = np.stack([prompts.pos, prompts.neg])
     else:
         if hasattr(prompts, "detach"): prompts = prompts.detach().cpu().numpy()
@@ -51,9 +42,7 @@ def as_prompt_masks(prompts, shape) -> tuple:
         if p.ndim != 3 or p.shape[0] != 2:
             raise ValueError(f"prompts: expected a PromptState or a (2,H,W) array [positive, negative], got shape {p.shape}")
     if p.shape[1:] != tuple(shape): raise ValueError(f"prompts: shape {p.shape[1:]} does not match the mask's {tuple(shape)}")
-    p = p.astype(np.float32)
-    if not np.isfinite(p).all(): raise ValueError("prompts: expected finite values in [0,1], got NaN/inf")
-    return p[0] > 0.5, p[1] > 0.5
+    return as_mask(p[0], "prompts (positive)"), as_mask(p[1], "prompts (negative)")
 
 # %% ../nbs/06_instantiation.ipynb #b2aaa154
 def _shift_or(m, offsets, fn=np.logical_or) -> np.ndarray:
@@ -71,7 +60,7 @@ def _disk_offsets(r: int) -> list:
 
 def regularise(mask, close_radius: int = 1, min_area: int = 20, hole_area: int = 20) -> np.ndarray:
     "Close gaps narrower than 2*close_radius+1 px, fill holes < hole_area px, drop specks < min_area px: (H,W) bool."
-    m = check_mask(mask)
+    m = as_mask(mask)
     if not m.any(): return m.copy()
     if close_radius > 0:
         off = _disk_offsets(int(close_radius))
@@ -177,7 +166,7 @@ def road_structure(mask, image, close_radius: int = 1, min_area: int = 20, hole_
                    features=None, # optional (C,h,w) network feature map, or a callable image -> (C,h,w)
                   ) -> RoadStructure:
     "Regularise a (H,W) road mask and split it into attributed segments at junctions; image (H,W,3) in [0,1]."
-    m = check_mask(mask); img = check_image(image, m.shape)
+    m = as_mask(mask); img = check_image(image, m.shape)
     reg = regularise(m, close_radius, min_area, hole_area)
     G = mask_to_graph(reg, prune) if reg.any() else nx.Graph()
     n = G.number_of_edges()
@@ -448,7 +437,7 @@ def select_instance(structure: RoadStructure, prompts, candidates=None,
             "candidates": cands, "mask": instance_mask(structure, segs, margin)}
 
 # %% ../nbs/06_instantiation.ipynb #1c1a5e2d
-def instantiate(pred_mask, # (H,W) binary road mask: the prediction (or the ground truth)
+def instantiate(pred_mask, # (H,W) road mask (read by `as_mask`): the prediction (or the ground truth)
                 image, # (H,W,3) float32 in [0,1]
                 prompts, # PromptState, or a (2,H,W) [positive, negative] array (pixels > 0.5 count)
                 mode: str = "instance", # "instance": the road the positives select; "all": all roads minus negated instances
@@ -459,7 +448,7 @@ def instantiate(pred_mask, # (H,W) binary road mask: the prediction (or the grou
     if mode not in ("instance", "all"): raise ValueError(f"mode: expected 'instance' or 'all', got {mode!r}")
     bad = set(params) - set(STRUCTURE_KEYS) - set(SELECT_KEYS)
     if bad: raise ValueError(f"unknown parameter(s) {sorted(bad)}; expected some of {STRUCTURE_KEYS + SELECT_KEYS}")
-    m = check_mask(pred_mask, "pred_mask"); check_image(image, m.shape)
+    m = as_mask(pred_mask, "pred_mask"); check_image(image, m.shape)
     pos, neg = as_prompt_masks(prompts, m.shape)
     if not m.any() or (mode == "instance" and not pos.any()): return np.zeros(m.shape, bool)
     st = structure or road_structure(m, image, **{k: v for k, v in params.items() if k in STRUCTURE_KEYS})

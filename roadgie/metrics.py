@@ -12,6 +12,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
 from skimage.morphology import skeletonize
+from .data import as_mask
 from .graph import mask_to_graph, skeleton_to_graph, graph_length, toy_road_mask, draw_roads, draw_graph
 
 # %% auto #0
@@ -19,15 +20,11 @@ __all__ = ['dice', 'iou', 'recall', 'precision', 'cldice', 'add_control_points',
            'betti_errors', 'evaluate', 'benchmark_metrics']
 
 # %% ../nbs/05_metrics.ipynb #6020411e
-def _check(pred, gt):
-    "Validate a (pred, gt) pair of (H,W) masks; return them as bool arrays."
-    pred, gt = np.asarray(pred), np.asarray(gt)
-    for name, a in (("pred", pred), ("gt", gt)):
-        if a.ndim != 2: raise ValueError(f"{name} must be a 2-D (H,W) mask, got shape {a.shape}")
-        if not (a.dtype == bool or np.isin(a, (0, 1)).all()):
-            raise ValueError(f"{name} must be a bool or 0/1 mask, got dtype {a.dtype} with other values")
-    if pred.shape != gt.shape: raise ValueError(f"pred and gt shapes differ: {pred.shape} vs {gt.shape}")
-    return pred.astype(bool), gt.astype(bool)
+def _mask_pair(pred, gt):
+    "Two (H,W) masks read by the rule of `as_mask`, of one shape -> (pred, gt) as (H,W) bool arrays."
+    p, g = as_mask(pred, "pred"), as_mask(gt, "gt")
+    if p.shape != g.shape: raise ValueError(f"pred and gt shapes differ: {p.shape} vs {g.shape}")
+    return p, g
 
 def _shifted(m: np.ndarray, dy: int, dx: int) -> np.ndarray:
     "Copy of a (H,W) mask moved by (dy, dx) px, zero-filled (no wrap-around); for tests and benchmarks."
@@ -43,22 +40,22 @@ def _ratio(num, den, pred, gt) -> float:
 # %% ../nbs/05_metrics.ipynb #4b3a25f0
 def dice(pred, gt) -> float:
     "Dice 2|P&G|/(|P|+|G|) of (H,W) masks."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     return _ratio(2 * (p & g).sum(), p.sum() + g.sum(), p, g)
 
 def iou(pred, gt) -> float:
     "Intersection over union |P&G|/|P|G| of (H,W) masks."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     return _ratio((p & g).sum(), (p | g).sum(), p, g)
 
 def recall(pred, gt) -> float:
     "Recall |P&G|/|G| of (H,W) masks."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     return _ratio((p & g).sum(), g.sum(), p, g)
 
 def precision(pred, gt) -> float:
     "Precision |P&G|/|P| of (H,W) masks."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     return _ratio((p & g).sum(), p.sum(), p, g)
 
 # %% ../nbs/05_metrics.ipynb #81fb44e1
@@ -70,7 +67,7 @@ def _cldice_sk(p, g, sp, sg) -> float:
 
 def cldice(pred, gt) -> float:
     "Centreline Dice of (H,W) masks (skimage skeletons)."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     return _cldice_sk(p, g, skeletonize(p), skeletonize(g))
 
 # %% ../nbs/05_metrics.ipynb #8e044641
@@ -205,15 +202,13 @@ def apls(pred, gt, node_spacing: float = 20.0, # control point spacing, px (Spac
          max_nodes: int = 500, # truth nodes sampled (fixed seed) above this many, per direction
          seed: int = 0) -> float:
     "APLS of (H,W) masks: graphs via mask_to_graph, control points, snapping, harmonic mean of both directions."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     return apls_graphs(mask_to_graph(p, prune), mask_to_graph(g, prune), node_spacing, buffer, max_nodes, seed)
 
 # %% ../nbs/05_metrics.ipynb #efe9d65b
 def betti_numbers(mask) -> tuple[int, int]:
     "(b0, b1) of a (H,W) mask: 8-connected components, holes (4-connected background not touching the border)."
-    m = np.asarray(mask)
-    if m.ndim != 2: raise ValueError(f"betti_numbers expects a 2-D (H,W) mask, got shape {m.shape}")
-    m = m.astype(bool)
+    m = as_mask(mask)
     b0 = ndimage.label(m, structure=np.ones((3, 3)))[1]
     lab, n = ndimage.label(~m)
     border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
@@ -221,14 +216,14 @@ def betti_numbers(mask) -> tuple[int, int]:
 
 def betti_errors(pred, gt) -> tuple[int, int]:
     "(|b0(P)-b0(G)|, |b1(P)-b1(G)|) of (H,W) masks."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     (p0, p1), (g0, g1) = betti_numbers(p), betti_numbers(g)
     return abs(p0 - g0), abs(p1 - g1)
 
 # %% ../nbs/05_metrics.ipynb #38c3dc56
 def evaluate(pred, gt, node_spacing: float = 20.0, buffer: float = 4.0, prune: float = 10) -> dict:
     "All metrics of one (H,W) tile: dice, recall, precision, iou, cldice, apls, b0_error, b1_error."
-    p, g = _check(pred, gt)
+    p, g = _mask_pair(pred, gt)
     sp, sg = skeletonize(p), skeletonize(g)
     b0, b1 = betti_errors(p, g)
     return {"dice": dice(p, g), "recall": recall(p, g), "precision": precision(p, g), "iou": iou(p, g),

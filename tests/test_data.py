@@ -116,3 +116,65 @@ def test_split_all_on_an_index(shared_roads):
 def test_hash_split_share():
     side = hash_split([f"tile_{k:05d}" for k in range(20_000)])
     assert abs(sum(v == "val" for v in side.values()) / len(side) - SPLIT_VAL) < 0.01
+
+
+# One mask rule (roadgie.data.as_mask) wherever a mask goes in: each kind of input the old validators treated
+# differently (0/255, probabilities, 0/1 ints, torch, NaN, logits, wrong ndim) behaves the same through every reader.
+_ROAD = np.zeros((16, 16), bool); _ROAD[6:10, 2:14] = True          # one road, one 8-connected component
+_ACCEPTED = {"bool": _ROAD, "int64 0/1": _ROAD.astype(np.int64), "uint8 0/1": _ROAD.astype(np.uint8),
+             "uint8 0/255": _ROAD.astype(np.uint8) * 255, "uint8 grey 100/200": np.where(_ROAD, 200, 100).astype(np.uint8),
+             "float probabilities": np.where(_ROAD, 0.9, 0.2), "0.5 is background": np.where(_ROAD, 0.51, 0.5),
+             "torch float 0/1": torch.from_numpy(_ROAD.astype(np.float32)), "torch bool": torch.from_numpy(_ROAD)}
+_REFUSED = {"wrong ndim": (_ROAD[None], r"expected an \(H,W\) mask"), "NaN": (np.where(_ROAD, np.nan, 0.0), "NaN/inf"),
+            "logits": (np.where(_ROAD, 3.0, -3.0), r"expected a bool mask or values in \[0,1\]"),
+            "int64 0/255": (_ROAD.astype(np.int64) * 255, "divide 0..255 values that are not uint8 by 255"),
+            "float 0/255": (_ROAD * 255.0, "divide 0..255 values that are not uint8 by 255"),
+            "strings": (np.where(_ROAD, "r", "b"), "got dtype <U1")}
+
+
+def _save_load(a):
+    import tempfile
+    from roadgie.data import save_mask
+    with tempfile.TemporaryDirectory() as d:
+        save_mask(f"{d}/m.png", a); return load_mask(f"{d}/m.png")
+
+
+def _readers() -> dict:
+    "Every place a mask goes in, as a function of the mask (outputs compared with the same call on the bool mask)."
+    from roadgie import data, prompts, metrics, instantiation
+    return {"data.as_mask": data.as_mask, "prompts.as_mask": prompts.as_mask, "instantiation.check_mask": instantiation.check_mask,
+            "data.save_mask+load_mask": _save_load, "prompts.largest_component": prompts.largest_component,
+            "prompts.simulate_prompt": lambda a: prompts.simulate_prompt(a, "bezier", np.random.default_rng(0)),
+            "metrics.dice(pred)": lambda a: metrics.dice(a, _ROAD), "metrics.iou(gt)": lambda a: metrics.iou(_ROAD, a),
+            "metrics.betti_numbers": metrics.betti_numbers,
+            "instantiation.regularise": lambda a: instantiation.regularise(a, 0, 0, 0)}
+
+
+def test_the_old_names_are_the_one_rule():
+    from roadgie import data, prompts, instantiation
+    assert prompts.as_mask is data.as_mask and instantiation.check_mask is data.as_mask
+    assert "as_mask" in prompts.__all__ and "check_mask" in instantiation.__all__
+
+
+@pytest.mark.parametrize("case", list(_ACCEPTED))
+@pytest.mark.parametrize("reader", list(_readers()))
+def test_mask_rule_accepts_everywhere(reader, case):
+    f = _readers()[reader]
+    np.testing.assert_array_equal(f(_ACCEPTED[case]), f(_ROAD))
+
+
+@pytest.mark.parametrize("case", list(_REFUSED))
+@pytest.mark.parametrize("reader", list(_readers()))
+def test_mask_rule_refuses_everywhere(reader, case):
+    a, msg = _REFUSED[case]
+    with pytest.raises(ValueError, match=msg):
+        _readers()[reader](a)
+
+
+def test_prompt_channels_follow_the_mask_rule():
+    from roadgie.instantiation import as_prompt_masks
+    for a in (_ACCEPTED["uint8 0/255"], _ACCEPTED["float probabilities"]):
+        pos, neg = as_prompt_masks(np.stack([a, np.zeros_like(a)]), _ROAD.shape)
+        np.testing.assert_array_equal(pos, _ROAD); assert not neg.any()
+    with pytest.raises(ValueError, match=r"prompts \(positive\): expected a bool mask or values in \[0,1\]"):
+        as_prompt_masks(np.stack([_REFUSED["logits"][0]] * 2), _ROAD.shape)

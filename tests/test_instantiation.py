@@ -17,8 +17,9 @@ def _scribble(region, seed=0, positive=True):
 
 
 @pytest.mark.parametrize("bad, msg", [
-    (lambda w, p: instantiate(w.mask.astype(float) * 0.5, w.image, p), "binary mask"),
-    (lambda w, p: instantiate(w.mask.astype(np.uint8) * 255, w.image, p), "binary mask"),
+    (lambda w, p: instantiate(w.mask.astype(float) * 8 - 4, w.image, p), "pred_mask: expected a bool mask or values in [0,1]"),
+    (lambda w, p: instantiate(w.mask.astype(np.int64) * 255, w.image, p), "divide 0..255 values that are not uint8 by 255"),
+    (lambda w, p: instantiate(np.where(w.mask, np.nan, 0.0), w.image, p), "NaN/inf"),
     (lambda w, p: instantiate(w.mask[None], w.image, p), "(H,W)"),
     (lambda w, p: instantiate(w.mask, w.image[:, :100], p), "does not match"),
     (lambda w, p: instantiate(w.mask, w.image[..., :2], p), "(H,W,3)"),

@@ -190,8 +190,10 @@ def test_non_binary_masks():
     soft = np.where(gt, 0.8, 0.1)
     np.testing.assert_array_equal(simulate_prompt(soft, "bezier", np.random.default_rng(1)),
                                   simulate_prompt(gt, "bezier", np.random.default_rng(1)))   # binarised at 0.5
+    np.testing.assert_array_equal(simulate_prompt(gt.astype(np.uint8) * 255, "point", np.random.default_rng(0)),
+                                  simulate_prompt(gt, "point", np.random.default_rng(0)))   # 8-bit 0/255 mask image
     with pytest.raises(ValueError, match=r"region: expected a bool mask or values in \[0,1\]"):
-        simulate_prompt(gt.astype(np.uint8) * 255, "point", np.random.default_rng(0))
+        simulate_prompt(gt.astype(np.int64) * 255, "point", np.random.default_rng(0))     # 0..255 only as uint8
     with pytest.raises(ValueError, match="gt: expected a bool mask"):
         initial_prompts(np.where(gt, 2.0, -1.0), np.random.default_rng(0))
     with pytest.raises(ValueError, match="pred: expected a bool mask"):
