@@ -9,13 +9,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEMO_TILES', 'DEMO_ROUNDS', 'DEMO_PROMPT', 'TRAIN_NB', 'repo_root', 'CliError', 'NotebookFailed', 'fail', 'Parser',
-           'console', 'checked', 'check_data_root', 'notebook_parameters', 'prepare_notebook', 'run_notebook',
+__all__ = ['DEMO_TILES', 'DEMO_ROUNDS', 'DEMO_PROMPT', 'TRAIN_NB', 'source_checkout', 'CliError', 'NotebookFailed', 'fail',
+           'Parser', 'console', 'checked', 'check_data_root', 'notebook_parameters', 'prepare_notebook', 'run_notebook',
            'run_folder', 'export_figures', 'results_lines', 'demo_plan', 'demo', 'bench', 'train_parser',
            'train_params', 'train', 'eval_params', 'evaluate', 'segment']
 
 # %% ../nbs/11_cli.ipynb #f04faf0b
-def repo_root() -> Path:
+def source_checkout() -> Path:
     "The checkout the package was installed from (editable install), where `nbs/` and `runs/` live."
     from roadgie.data import repo_root as root_of_package
     root = root_of_package()
@@ -117,7 +117,7 @@ def run_notebook(nb:str, # file name in nbs/, e.g. "08_evaluation.ipynb"
                  cwd=None) -> Path: # the kernel's working directory (default: nbs/, as under nbdev_test)
     "Execute `nbs/<nb>` with papermill into `out_dir/<nb>`; a failing cell raises NotebookFailed with its error in one line."
     import papermill as pm
-    src = repo_root() / "nbs" / nb
+    src = source_checkout() / "nbs" / nb
     if not src.exists(): raise FileNotFoundError(f"notebook {src} not found")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); dst = out / nb
     node, t0 = prepare_notebook(src, params, setup), time.time()
@@ -211,7 +211,7 @@ def _demo(argv):
                       f"{DEMO_TILES} test tiles, {DEMO_ROUNDS} rounds), else the bundled data_samples/.")
     ap.add_argument("--name", default="demo", help="run folder under runs/ (default: demo)")
     a = ap.parse_args(argv)
-    final, t0 = repo_root() / "runs" / _check_name(a.name), time.time()
+    final, t0 = source_checkout() / "runs" / _check_name(a.name), time.time()
     with run_folder(final) as tmp:
         what, plan = demo_plan(tmp)
         print(f"roadgie-demo: running on {what}", flush=True)
@@ -233,18 +233,27 @@ def demo(argv:list[str]|None=None) -> None:
 def _bench(argv):
     from roadgie.model import MODELS
     ap = Parser("roadgie-bench", "Parameters, counted GFLOP and latency (median, p90) of the paper and lite networks, "
-                "in torch and ONNX Runtime, on random inputs.", examples=["roadgie-bench", "roadgie-bench --sizes 512 --models lite"])
+                "in torch and ONNX Runtime, on random inputs; with --scene, the scribble widget on a whole synthetic GeoTIFF "
+                "instead (time and memory to open it, stroke round trip).",
+                examples=["roadgie-bench", "roadgie-bench --sizes 512 --models lite", "roadgie-bench --scene 10000"])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square input sizes in px (default: 256 512 1024)")
     ap.add_argument("--models", nargs="+", default=["paper", "lite-v1", "lite"], choices=list(MODELS),
                     help="networks (default: paper, the first lite design lite-v1, and the shipped lite)")
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"], help="(default: torch onnx)")
+    ap.add_argument("--scene", type=int, default=None, metavar="SIZE",
+                    help="benchmark the widget on a SIZE x SIZE synthetic GeoTIFF (e.g. 10000) with the shipped network")
+    ap.add_argument("--strokes", type=int, default=20, help="strokes timed with --scene (default 20)")
     a = ap.parse_args(argv)
+    if a.scene is not None:
+        if a.scene < 1000 or a.strokes < 1: raise CliError(f"--scene {a.scene} --strokes {a.strokes}: expected a scene of 1000 px or more and 1 stroke or more")
+        from roadgie.widget import benchmark_scene_widget
+        return benchmark_scene_widget(a.scene, n=a.strokes)
     if min(a.sizes) < 32: raise CliError(f"--sizes {' '.join(map(str, a.sizes))}: expected sizes of 32 px or more")
     from roadgie.model import benchmark, bench_table
     print(bench_table(benchmark(sizes=tuple(a.sizes), names=tuple(a.models), backends=tuple(a.backends))))
 
 def bench(argv:list[str]|None=None) -> None:
-    "Console script `roadgie-bench`: parameters, counted GFLOP and latency of `paper` and `lite`, torch and ONNX Runtime."
+    "Console script `roadgie-bench [--scene SIZE]`: network cost and latency, or the widget on a whole scene."
     console("roadgie-bench", _bench, argv)
 
 # %% ../nbs/11_cli.ipynb #17e21ebe
@@ -301,7 +310,7 @@ def train_params(argv) -> tuple[dict, Path, str]: # (notebook parameters, run fo
     from roadgie.training import TRAIN_DEFAULTS, train_config
     from roadgie.data import training_data_root
     from roadgie.model import MODELS
-    nbp = notebook_parameters(repo_root() / "nbs" / TRAIN_NB)
+    nbp = notebook_parameters(source_checkout() / "nbs" / TRAIN_NB)
     a = train_parser(nbp).parse_args(argv)
     given = {}
     for k, v in a.parameters:
@@ -317,7 +326,7 @@ def train_params(argv) -> tuple[dict, Path, str]: # (notebook parameters, run fo
     for k in ("max_train_tiles", "max_val_tiles", "threads"):
         if given.get(k) is not None and (not isinstance(given[k], int) or given[k] < 1): raise CliError(f"-p {k} {given[k]!r}: expected 1 or more, or None")
     name = _check_name(a.name or time.strftime("train-%Y%m%d-%H%M%S"))
-    run = Path(a.runs_dir).expanduser().resolve() / name if a.runs_dir else repo_root() / "runs" / name
+    run = Path(a.runs_dir).expanduser().resolve() / name if a.runs_dir else source_checkout() / "runs" / name
     c = {k: TRAIN_DEFAULTS[k] for k in nbp if k in TRAIN_DEFAULTS} | given
     c["out_dir"] = c.get("out_dir") or str(run)
     c = checked("training options", train_config, **c)
@@ -402,7 +411,7 @@ def eval_params(argv) -> tuple[dict, str]: # (notebook parameters, run name)
                              "starts from a road; move those tiles out of the folder or choose another split")
     name = _check_name(a.name or f"eval-{a.split}-{a.prompt}")
     params = dict(data_root=str(root), split=a.split, rounds=a.rounds, prompt=a.prompt, max_tiles=a.max_tiles, model=model,
-                  out_dir=str(repo_root() / "runs" / name))
+                  out_dir=str(source_checkout() / "runs" / name))
     if a.methods: params["methods"] = a.methods
     return params, name
 
@@ -421,7 +430,9 @@ def evaluate(argv:list[str]|None=None) -> None:
 
 # %% ../nbs/11_cli.ipynb #7f3f3714
 def _segment(argv):
+    import math
     from roadgie.geo import NO_PROMPT_NOTE
+    from roadgie.model import GSD_BAND
     ap = Parser("roadgie-segment", "Segment a whole scene (GeoTIFF, or a plain image in pixel coordinates) window by "
                 "window: mask.tif (the scene's grid and CRS), roads.geojson (the road network, lengths in metres), "
                 "quicklook.png (the scene with the roads in red) and summary.json, in the --out folder.",
@@ -430,21 +441,30 @@ def _segment(argv):
                 notes="Without --prompts the network segments the scene on its own. That is a first draft to correct with "
                       "prompts, not a finished map: it misses roads and marks road-like texture (fields, rivers, roofs) as "
                       "road. Prompts: a GeoJSON of Points (clicks) and LineStrings (scribbles) in the scene's CRS, property "
-                      "positive=true/false.")
+                      "positive=true/false, width / radius in px; the scribble widget's \"Save session\" file is one.")
     ap.add_argument("scene", help="GeoTIFF (or a plain image: pixel coordinates)")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--prompts", default=None, help="GeoJSON of prompts (Points/LineStrings; property positive=true/false)")
+    ap.add_argument("--prompts", default=None, help="GeoJSON of prompts (Points/LineStrings; property positive=true/false), "
+                    "e.g. a session saved by the widget")
     ap.add_argument("--model", default=None, help="checkpoint (.safetensors); default: the shipped weights")
     ap.add_argument("--window", type=int, default=512, help="window side in px, a multiple of 16 (default 512)")
     ap.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring windows in px (default 64)")
     ap.add_argument("--threshold", type=float, default=0.5, help="road probability threshold (default 0.5)")
     ap.add_argument("--min-length", type=float, default=10.0, help="drop pieces of road shorter than this: metres when "
                     "the scene has a ground resolution, else pixels (default 10; 0 keeps everything)")
+    ap.add_argument("--gsd", default="auto", help="metres per pixel: 'auto' (default) reads the GeoTIFF's own and, outside "
+                    "the %.1f-%.1f m/px the network was trained on, shows it the scene resampled into that band; a number "
+                    "overrides it; 'none' never resamples" % GSD_BAND)
     a = ap.parse_args(argv)
-    from roadgie.geo import open_scene, scene_prompts, axis_windows, segment_scene
+    from roadgie.geo import open_scene, scene_prompts, segment_scene
+    from roadgie.interactive import cover_span
     if not 0 < a.threshold < 1: raise CliError(f"--threshold {a.threshold}: expected a probability between 0 and 1")
     if a.min_length < 0: raise CliError(f"--min-length {a.min_length}: expected 0 or more")
-    checked("--window/--overlap", axis_windows, 4 * a.window, a.window, a.overlap)
+    try: gsd = {"auto": "auto", "none": None}[a.gsd.lower()] if a.gsd.lower() in ("auto", "none") else float(a.gsd)
+    except ValueError: gsd = float("nan")
+    if gsd not in ("auto", None) and not (math.isfinite(gsd) and gsd > 0):
+        raise CliError(f"--gsd {a.gsd}: expected 'auto', 'none' or a positive number of metres per pixel")
+    checked("--window/--overlap", cover_span, 0, 4 * a.window, 4 * a.window, a.window, a.overlap)
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
         with checked("scene", open_scene, a.scene) as sc:
@@ -456,7 +476,7 @@ def _segment(argv):
             from roadgie.model import load_model
             model = checked("--model", load_model, a.model)
         paths = segment_scene(a.scene, a.out, prompts=a.prompts, model=model, window=a.window, overlap=a.overlap,
-                              threshold=a.threshold, min_length=a.min_length)
+                              threshold=a.threshold, min_length=a.min_length, gsd=gsd)
     for m in dict.fromkeys(str(w.message) for w in notes): print(f"roadgie-segment: note: {m}", file=sys.stderr)
     s = json.loads(paths["summary"].read_text())
     km = f", {s['length_m'] / 1000:.2f} km in all" if s["georeferenced"] else ""

@@ -12,300 +12,18 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm.auto import tqdm
 from .data import load_mask, save_image, save_mask
-from .graph import mask_to_graph, graph_to_geojson
+from .graph import apply_affine, mask_to_graph
 from .metrics import iou
-from .prompts import PromptState, draw_disk, draw_polyline
-from .interactive import as_predictor
+from .interactive import as_predictor, cover_span, seam_weights, _sees_imagery
+from .model import GSD_BAND, Rescaled, gsd_scale
+from .scene import (_rio, _positive, Scene, crs_name, geodesic_length, ground_resolution, network_geojson,
+                           open_scene, prompt_channels, read_geojson, scene_prompts, to_pixels, write_geotiff, write_mask,
+                           write_test_scene)
 
 # %% auto #0
-__all__ = ['NODATA_LOGIT', 'WGS84_A', 'WGS84_F', 'NO_PROMPT_NOTE', 'WIDTHS_M', 'SYNTHETIC_HIGHWAY', 'write_geotiff', 'Scene',
-           'open_scene', 'axis_windows', 'plan_scene', 'axis_weights', 'read_geojson', 'to_pixels', 'ScenePrompt',
-           'scene_prompts', 'prompt_channels', 'SceneResult', 'predict_scene', 'geodesic_length', 'ground_resolution',
-           'crs_name', 'network_geojson', 'write_mask', 'drop_short_roads', 'min_length_px', 'quicklook',
-           'segment_scene', 'geojson_on_mask', 'rasterize_centrelines', 'graph_centrelines', 'fuse_with_prediction',
-           'cut_tiles', 'window_cores', 'write_test_scene', 'benchmark_scene']
-
-# %% ../nbs/10_geo.ipynb #70f19f55
-def _rio():
-    "rasterio, imported lazily (it is slow to import)."
-    import rasterio
-    return rasterio
-
-def _apply(t, x, y) -> tuple:
-    "Apply an affine (a, b, c, d, e, f) to coordinates x, y (scalars or arrays): (a x + b y + c, d x + e y + f)."
-    a, b, c, d, e, f = tuple(t)[:6]
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    return a * x + b * y + c, d * x + e * y + f
-
-def _as_uint8(a: np.ndarray) -> np.ndarray:
-    "bool -> 0/255, float [0,1] -> 0..255, uint8/uint16 unchanged."
-    if a.dtype == bool: return a.astype(np.uint8) * 255
-    if np.issubdtype(a.dtype, np.floating): return (np.clip(np.nan_to_num(a), 0, 1) * 255 + 0.5).astype(np.uint8)
-    if a.dtype in (np.uint8, np.uint16): return a
-    raise ValueError(f"expected a bool, float [0,1], uint8 or uint16 array, got dtype {a.dtype}")
-
-def write_geotiff(path, # file to write (.tif)
-                  array, # (H,W) or (H,W,C) bool (-> 0/255), float in [0,1] (-> uint8), uint8 or uint16
-                  crs=None, # anything rasterio.crs.CRS.from_user_input takes, or None (not georeferenced)
-                  transform=None, # affine pixel -> map (rasterio Affine or 6 numbers a,b,c,d,e,f); None: identity
-                  valid=None, # (H,W) bool: False pixels are written as no data (internal mask band)
-                  nodata=None, # optional nodata value instead of / besides the mask band
-                 ) -> Path:
-    "Write an (H,W[,C]) array as an LZW-compressed GeoTIFF with `crs` and `transform`; returns the path."
-    rio = _rio()
-    from rasterio.transform import Affine
-    a = np.asarray(array)
-    if a.ndim == 2: a = a[..., None]
-    if a.ndim != 3 or min(a.shape) < 1: raise ValueError(f"expected an (H,W) or (H,W,C) array, got shape {np.shape(array)}")
-    a = _as_uint8(a)
-    H, W, C = a.shape
-    tr = Affine.identity() if transform is None else (transform if isinstance(transform, Affine) else Affine(*tuple(transform)[:6]))
-    prof = dict(driver="GTiff", height=H, width=W, count=C, dtype=a.dtype.name, crs=crs, transform=tr, compress="lzw",
-                nodata=nodata, photometric="RGB" if C == 3 and a.dtype == np.uint8 else None)
-    if H >= 256 and W >= 256: prof.update(tiled=True, blockxsize=256, blockysize=256)
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), rio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        warnings.simplefilter("ignore", rio.errors.NotGeoreferencedWarning)
-        with rio.open(path, "w", **{k: v for k, v in prof.items() if v is not None or k in ("crs", "nodata")}) as dst:
-            dst.write(np.moveaxis(a, -1, 0))
-            if valid is not None:
-                v = np.asarray(valid, bool)
-                if v.shape != (H, W): raise ValueError(f"valid must be (H,W) = ({H}, {W}), got {v.shape}")
-                dst.write_mask(v.astype(np.uint8) * 255)
-    return path
-
-# %% ../nbs/10_geo.ipynb #3e4f0888
-class Scene:
-    "A raster scene read window by window: `.read((y0,y1,x0,x1))` -> (image (h,w,3) float32 [0,1], valid (h,w) bool)."
-    def __init__(self, src, # path to a raster file (GeoTIFF, PNG, JPEG...) or an (H,W[,C]) array
-                 crs=None, transform=None, # for arrays (or to override a file's): CRS and affine pixel -> map
-                 scale=None, # divisor for integer pixels (default: dtype max, like load_image; e.g. 4095 for 12-bit)
-                 zero_is_nodata:bool=True, # treat pixels that are 0 in every band as no data
-                 warn:bool=True, # warn when the scene has no CRS (pixel coordinates)
-                ):
-        from rasterio.transform import Affine
-        self.scale, self.zero_is_nodata, self.ds, self.array = scale, zero_is_nodata, None, None
-        if isinstance(src, (str, Path)):
-            rio = _rio(); self.path = Path(src)
-            if not self.path.is_file(): raise FileNotFoundError(f"scene file not found: {self.path}")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", rio.errors.NotGeoreferencedWarning)
-                try: self.ds = rio.open(self.path)
-                except rio.errors.RasterioIOError as e: raise ValueError(f"cannot read scene {self.path} as a raster: {e}") from e
-            self.shape, self.count, self.dtype = (self.ds.height, self.ds.width), self.ds.count, np.dtype(self.ds.dtypes[0])
-            self.crs = crs if crs is not None else self.ds.crs
-            self.transform = transform if transform is not None else self.ds.transform
-        else:
-            a = np.asarray(src)
-            if a.ndim == 2: a = a[..., None]
-            if a.ndim != 3 or a.shape[2] > 4 or min(a.shape) < 1:
-                raise ValueError(f"expected a scene path or an (H,W) / (H,W,C<=4) array, got shape {np.shape(src)}")
-            self.path, self.array, self.count, self.dtype = None, a, a.shape[2], a.dtype
-            self.shape, self.crs, self.transform = a.shape[:2], crs, transform
-        if self.count == 0: raise ValueError(f"scene {self.path} has no bands")
-        self.transform = Affine.identity() if self.transform is None else (
-            self.transform if isinstance(self.transform, Affine) else Affine(*tuple(self.transform)[:6]))
-        if self.crs is not None:
-            from rasterio.crs import CRS
-            self.crs = CRS.from_user_input(self.crs)
-        if warn and not self.georeferenced:
-            warnings.warn(f"scene {self.path or 'array'} has no CRS: working in pixel coordinates "
-                          "(outputs are not georeferenced; GeoJSON coordinates are (x, y) pixels)")
-
-    @property
-    def georeferenced(self) -> bool: return self.crs is not None
-    def close(self):
-        if self.ds is not None: self.ds.close()
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.close()
-    def __repr__(self):
-        return f"Scene({self.path or 'array'}, {self.shape[0]}x{self.shape[1]}, {self.count} band(s) {self.dtype}, crs={self.crs})"
-
-# %% ../nbs/10_geo.ipynb #c9191c55
-def _unit(a: np.ndarray, scale=None) -> np.ndarray:
-    "(h,w,c) pixels -> float32 [0,1]: integers / (scale or dtype max), floats clipped."
-    if a.dtype == bool: return a.astype(np.float32)
-    if np.issubdtype(a.dtype, np.integer):
-        s = scale or (255 if a.dtype == np.uint8 else 65535)
-        return np.clip(a.astype(np.float32) / np.float32(s), 0, 1)
-    return np.clip(np.nan_to_num(a.astype(np.float32)), 0, 1)
-
-def _read(self:Scene, win # (y0, y1, x0, x1) half-open pixel box
-         ) -> tuple: # (image (h,w,3) float32 [0,1], valid (h,w) bool)
-    "Read one window of the scene as RGB float32 in [0,1] and its validity mask."
-    y0, y1, x0, x1 = (int(v) for v in win)
-    H, W = self.shape
-    if not (0 <= y0 < y1 <= H and 0 <= x0 < x1 <= W):
-        raise ValueError(f"window (y0, y1, x0, x1) = {win} is not inside the {H}x{W} scene")
-    bands = [1, 2, 3] if self.count >= 3 else [1]
-    if self.ds is not None:
-        from rasterio.windows import Window
-        w = Window(x0, y0, x1 - x0, y1 - y0)
-        raw = np.moveaxis(self.ds.read(bands, window=w), 0, -1)
-        valid = self.ds.dataset_mask(window=w) > 0
-    else:
-        raw = self.array[y0:y1, x0:x1][..., [b - 1 for b in bands]]
-        valid = np.ones(raw.shape[:2], bool)
-        if self.count in (2, 4): valid &= self.array[y0:y1, x0:x1, -1] > 0  # alpha
-    if np.issubdtype(raw.dtype, np.floating): valid &= np.isfinite(raw).all(-1)
-    if self.zero_is_nodata: valid &= (raw != 0).any(-1)
-    img = _unit(raw, self.scale)
-    if img.shape[-1] == 1: img = np.repeat(img, 3, -1)
-    img[~valid] = 0
-    return np.ascontiguousarray(img), valid
-
-Scene.read = _read
-
-def open_scene(src, **kwargs) -> Scene:
-    "A `Scene` for `src` (path or array), or `src` itself when it already is one."
-    return src if isinstance(src, Scene) else Scene(src, **kwargs)
-
-# %% ../nbs/10_geo.ipynb #2f4be549
-def axis_windows(L:int, # scene length along the axis (px)
-                 window:int=512, overlap:int=64, align:int=16) -> list: # [(start, stop)]
-    "Half-open intervals of about `window` px covering [0, L), overlapping by >= `overlap`, starts multiples of `align`."
-    if window < 2 * align or window % align: raise ValueError(f"window must be a multiple of {align} and >= {2 * align}, got {window}")
-    if not 0 <= overlap <= window // 2: raise ValueError(f"overlap must be in [0, window/2] = [0, {window // 2}], got {overlap}")
-    if L <= window: return [(0, L)]
-    n = math.ceil((L - overlap) / (window - overlap))
-    last = (L - window) // align * align
-    starts = sorted({int(round(s / align)) * align for s in np.linspace(0, last, n)})
-    return [(s, s + window) for s in starts[:-1]] + [(starts[-1], L)]
-
-def plan_scene(shape, window:int=512, overlap:int=64) -> list:
-    "Windows (y0, y1, x0, x1) covering an (H, W) scene, row by row."
-    ys, xs = axis_windows(shape[0], window, overlap), axis_windows(shape[1], window, overlap)
-    return [(a, b, c, d) for a, b in ys for c, d in xs]
-
-# %% ../nbs/10_geo.ipynb #90425c4d
-def axis_weights(wins:list, L:int, overlap:int=64) -> tuple: # ([(n,) float64 ramp per window], (L,) float64 sum)
-    "Blending weights of each 1-D window (raised-cosine ramps across shared overlaps, at most `overlap` px) and their sum."
-    ws, tot = [], np.zeros(L)
-    for i, (a, b) in enumerate(wins):
-        w = np.ones(b - a)
-        for j, side in ((i - 1, "lo"), (i + 1, "hi")):
-            if not 0 <= j < len(wins): continue
-            o = min(wins[j][1] - a if side == "lo" else b - wins[j][0], overlap)
-            if o <= 0: continue
-            t = np.clip((np.arange(o) + 0.5 - o / 4) / (o / 2), 0, 1)  # 0 on the outer quarter, 1 on the inner one
-            r = np.maximum(0.5 - 0.5 * np.cos(np.pi * t), 1e-6)  # raised cosine, rising; never exactly 0
-            if side == "lo": w[:o] *= r
-            else: w[-o:] *= r[::-1]
-        ws.append(w); tot[a:b] += w
-    return ws, tot
-
-# %% ../nbs/10_geo.ipynb #d137c725
-def _crs_of(gj:dict):
-    "The CRS named by a GeoJSON object's legacy `crs` member, or None."
-    c = gj.get("crs") if isinstance(gj, dict) else None
-    if not c: return None
-    from rasterio.crs import CRS
-    name = c.get("properties", {}).get("name") if isinstance(c, dict) else c
-    try: return CRS.from_user_input(name.replace("urn:ogc:def:crs:OGC:1.3:CRS84", "OGC:CRS84"))
-    except Exception as e: raise ValueError(f"cannot understand the GeoJSON crs member {c!r}: {e}") from e
-
-def read_geojson(src) -> tuple: # ([features], crs or None)
-    "Features and CRS of GeoJSON given as a path, a FeatureCollection / Feature / geometry dict, or a list of features."
-    if isinstance(src, (str, Path)):
-        p = Path(src)
-        if not p.is_file(): raise FileNotFoundError(f"GeoJSON file not found: {p}")
-        try: src = json.loads(p.read_text())
-        except json.JSONDecodeError as e: raise ValueError(f"{p} is not valid JSON: {e}") from e
-    if isinstance(src, list): return [f if f.get("type") == "Feature" else {"type": "Feature", "geometry": f, "properties": {}} for f in src], None
-    if not isinstance(src, dict) or "type" not in src:
-        raise ValueError(f"expected GeoJSON (a FeatureCollection, Feature or geometry dict, or a path), got {type(src).__name__}")
-    t, crs = src["type"], _crs_of(src)
-    if t == "FeatureCollection": return list(src.get("features", [])), crs
-    if t == "Feature": return [src], crs
-    return [{"type": "Feature", "geometry": src, "properties": {}}], crs
-
-def _lines(geom:dict) -> list: # [(kind 'point'|'line', (N,2) coordinates)]
-    "Points and polylines of a GeoJSON geometry (Multi* and GeometryCollection flattened; polygon rings as lines)."
-    if geom is None: return []
-    t, c = geom.get("type"), geom.get("coordinates")
-    if t == "Point": return [("point", np.asarray(c, float)[None, :2])]
-    if t == "MultiPoint": return [("point", np.asarray(q, float)[None, :2]) for q in c]
-    if t == "LineString": return [("line", np.asarray(c, float)[:, :2])]
-    if t in ("MultiLineString", "Polygon"): return [("line", np.asarray(q, float)[:, :2]) for q in c]
-    if t == "MultiPolygon": return [("line", np.asarray(r, float)[:, :2]) for q in c for r in q]
-    if t == "GeometryCollection": return [x for g in geom.get("geometries", []) for x in _lines(g)]
-    raise ValueError(f"unsupported GeoJSON geometry type {t!r}; expected Point, LineString, Polygon or their Multi* forms")
-
-# %% ../nbs/10_geo.ipynb #400da308
-def to_pixels(geom:dict, # GeoJSON geometry
-              scene:Scene, vector_crs=None, # the geometry's CRS (None: the scene's, or pixels when the scene has none)
-              pixel:bool=False, # coordinates are already (x, y) pixels
-             ) -> list: # [(kind, (N,2) float (x, y) pixels)]
-    "Points / polylines of `geom` in the scene's pixel coordinates, reprojected when its CRS differs from the scene's."
-    if not pixel and vector_crs is not None:
-        if not scene.georeferenced:
-            raise ValueError(f"the vectors are in {vector_crs} but the scene has no CRS: cannot place them; "
-                             "expected a georeferenced scene, or vectors in pixel coordinates without a crs member")
-        if vector_crs != scene.crs:
-            from rasterio.warp import transform_geom
-            try: geom = transform_geom(vector_crs, scene.crs, geom)
-            except Exception as e: raise ValueError(f"cannot reproject vectors from {vector_crs} to the scene's {scene.crs}: {e}") from e
-    parts = _lines(geom)
-    if pixel or not scene.georeferenced and scene.transform.is_identity: return parts
-    inv = ~scene.transform
-    out = []
-    for kind, xy in parts:
-        c, r = _apply(inv, xy[:, 0], xy[:, 1])
-        out.append((kind, np.stack([np.asarray(c) - 0.5, np.asarray(r) - 0.5], -1)))
-    return out
-
-# %% ../nbs/10_geo.ipynb #66230f23
-@dataclass
-class ScenePrompt:
-    "One prompt in scene pixels: `kind` 'point' or 'line', `pts` (N,2) (x, y), polarity, stroke width / click radius (px)."
-    kind: str
-    pts: np.ndarray
-    positive: bool = True
-    size: float = 3.0
-    def bbox(self) -> tuple: # (y0, y1, x0, x1) float, padded by the stroke
-        r = self.size + 1
-        return (self.pts[:, 1].min() - r, self.pts[:, 1].max() + r, self.pts[:, 0].min() - r, self.pts[:, 0].max() + r)
-
-def _positive(props:dict) -> bool:
-    "Polarity from a feature's `positive` or `label` property (default positive)."
-    if "positive" in props: return bool(props["positive"])
-    lab = str(props.get("label", "positive")).lower()
-    if lab in ("positive", "pos", "1", "true", "road"): return True
-    if lab in ("negative", "neg", "0", "false", "background"): return False
-    raise ValueError(f"prompt label {props.get('label')!r} not understood; expected 'positive' or 'negative'")
-
-def scene_prompts(prompts, # GeoJSON (path / dict / feature list) of Points (clicks) and LineStrings (scribbles)
-                  scene:Scene, coords:str="auto", # "map", "pixel", or "auto" (map when the scene has a CRS)
-                 ) -> list: # [ScenePrompt]
-    "Prompts as pixel-space `ScenePrompt`s of `scene`, reprojected from the GeoJSON's CRS when needed."
-    if coords not in ("auto", "map", "pixel"): raise ValueError(f"coords must be 'auto', 'map' or 'pixel', got {coords!r}")
-    if prompts is None: return []
-    if isinstance(prompts, list) and all(isinstance(p, ScenePrompt) for p in prompts): return prompts
-    feats, crs = read_geojson(prompts)
-    pixel = coords == "pixel" or (coords == "auto" and not scene.georeferenced and crs is None)
-    out = []
-    for f in feats:
-        props = f.get("properties") or {}
-        for kind, xy in to_pixels(f.get("geometry"), scene, crs, pixel):
-            if len(xy) == 0 or not np.isfinite(xy).all(): raise ValueError("prompt with empty or non-finite coordinates")
-            size = float(props.get("radius" if kind == "point" else "width", 3))
-            out.append(ScenePrompt(kind, xy, _positive(props), size))
-    H, W = scene.shape
-    if out and not any(p.bbox()[0] < H and p.bbox()[1] > 0 and p.bbox()[2] < W and p.bbox()[3] > 0 for p in out):
-        warnings.warn(f"none of the {len(out)} prompts falls inside the {H}x{W} scene: check their coordinates / CRS")
-    return out
-
-def prompt_channels(prompts:list, win) -> np.ndarray: # (2,h,w) float32 [positive, negative]
-    "The prompt channels of window `win` = (y0,y1,x0,x1): prompts touching it drawn through a `PromptState`."
-    y0, y1, x0, x1 = win
-    st = PromptState((y1 - y0, x1 - x0))
-    for p in prompts:
-        b = p.bbox()
-        if b[0] >= y1 or b[1] <= y0 or b[2] >= x1 or b[3] <= x0: continue
-        q = p.pts - (x0, y0)
-        m = draw_disk(st.shape, q[0, 0], q[0, 1], p.size) if p.kind == "point" else draw_polyline(st.shape, q, p.size)
-        if m.any(): st.add(m, p.positive)
-    return st.to_channels().numpy()
+__all__ = ['NODATA_LOGIT', 'NO_PROMPT_NOTE', 'WIDTHS_M', 'SYNTHETIC_HIGHWAY', 'SceneResult', 'predict_scene', 'drop_short_roads',
+           'min_length_px', 'quicklook', 'segment_scene', 'geojson_on_mask', 'rasterize_centrelines',
+           'graph_centrelines', 'fuse_with_prediction', 'cut_tiles', 'window_cores', 'benchmark_scene']
 
 # %% ../nbs/10_geo.ipynb #1dc68e2d
 NODATA_LOGIT = -20.0  # logit written where the scene has no data
@@ -333,14 +51,20 @@ def predict_scene(scene, # path, array or Scene
                   window:int=512, overlap:int=64, threshold:float=0.5, # window side, overlap (px), probability threshold
                   keep_logits:bool=True, # also return the stitched logits as float16 (2 bytes/px)
                   progress:bool=True, # tqdm progress bar
+                  gsd="auto", # metres per pixel: "auto" reads a georeferenced scene's own; None: never resample
                  ) -> SceneResult:
     "Sliding-window road prediction over a whole scene with raised-cosine blending; memory ~4 bytes/px + one window row."
     if not 0 < threshold < 1: raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
     sc = open_scene(scene)
     predict = as_predictor(model)
+    if isinstance(gsd, str) and gsd != "auto": raise ValueError(f'expected gsd "auto", None or metres per pixel, got {gsd!r}')
+    if gsd == "auto": gsd = ground_resolution(sc.transform, sc.crs, sc.shape) if sc.georeferenced else None
+    f = gsd_scale(gsd)   # outside the band the network was trained on, each window is shown to it resampled into it
+    if f != 1 and _sees_imagery(model): predict = Rescaled(predict, f)
+    else: f = 1.0
     H, W = sc.shape
-    ywins, xwins = axis_windows(H, window, overlap), axis_windows(W, window, overlap)
-    (wy, dy), (wx, dx) = axis_weights(ywins, H, overlap), axis_weights(xwins, W, overlap)
+    ywins, xwins = cover_span(0, H, H, window, overlap), cover_span(0, W, W, window, overlap)
+    (wy, dy), (wx, dx) = seam_weights(ywins, H, overlap), seam_weights(xwins, W, overlap)
     pr = scene_prompts(prompts, sc)
     cut = math.log(threshold / (1 - threshold))
     mask, valid = np.zeros((H, W), bool), np.zeros((H, W), bool)
@@ -370,72 +94,9 @@ def predict_scene(scene, # path, array or Scene
             flush(H)
     finally:
         if sc is not scene: sc.close()
-    stats = dict(windows=len(ywins) * len(xwins), windows_run=n_run, seconds=time.perf_counter() - t0, prompts=len(pr))
+    stats = dict(windows=len(ywins) * len(xwins), windows_run=n_run, seconds=time.perf_counter() - t0, prompts=len(pr),
+                 gsd=gsd, resampled=f)
     return SceneResult(mask, valid, logits, [(a, b, c, d) for a, b in ywins for c, d in xwins], stats)
-
-# %% ../nbs/10_geo.ipynb #3b62835b
-WGS84_A, WGS84_F = 6378137.0, 1 / 298.257223563
-
-def geodesic_length(lonlat # (N,2) longitude, latitude in degrees
-                   ) -> float: # metres on the WGS84 ellipsoid
-    "Length of a lon/lat polyline in metres on WGS84 (local radii of curvature per step)."
-    p = np.radians(np.asarray(lonlat, float).reshape(-1, 2))
-    if len(p) < 2: return 0.0
-    e2 = WGS84_F * (2 - WGS84_F)
-    phi = (p[1:, 1] + p[:-1, 1]) / 2
-    s = 1 - e2 * np.sin(phi) ** 2
-    M, N = WGS84_A * (1 - e2) / s ** 1.5, WGS84_A / np.sqrt(s)
-    dlon = (np.diff(p[:, 0]) + np.pi) % (2 * np.pi) - np.pi
-    return float(np.hypot(M * np.diff(p[:, 1]), N * np.cos(phi) * dlon).sum())
-
-# %% ../nbs/10_geo.ipynb #dc69f0ef
-def ground_resolution(transform, crs=None, shape=None) -> float:
-    "Metres per pixel of a grid: sqrt(pixel area) in a projected CRS; at the grid's centre latitude in a geographic one."
-    from rasterio.transform import Affine
-    t = transform if isinstance(transform, Affine) else Affine(*tuple(transform)[:6])
-    area = abs(t.a * t.e - t.b * t.d)
-    if crs is None: return math.sqrt(area)
-    from rasterio.crs import CRS
-    crs = CRS.from_user_input(crs)
-    if crs.is_projected: return math.sqrt(area) * crs.linear_units_factor[1]
-    H, W = shape if shape is not None else (1, 1)
-    (x0, y0), (x1, y1), (x2, y2) = _apply(t, W / 2, H / 2), _apply(t, W / 2 + 1, H / 2), _apply(t, W / 2, H / 2 + 1)
-    return math.sqrt(geodesic_length([[x0, y0], [x1, y1]]) * geodesic_length([[x0, y0], [x2, y2]]))
-
-# %% ../nbs/10_geo.ipynb #aca45ecd
-def crs_name(crs) -> str | None:
-    "'EPSG:n' when the CRS has an EPSG code, else its WKT; None for None."
-    if crs is None: return None
-    e = crs.to_epsg()
-    return f"EPSG:{e}" if e else crs.to_wkt()
-
-def network_geojson(mask, # (H,W) bool road mask in the scene's grid
-                    scene:Scene, prune:float=10, # spur pruning (px) passed to mask_to_graph
-                    graph=None, # the mask's road graph if already built (e.g. by `drop_short_roads`)
-                   ) -> dict: # GeoJSON FeatureCollection of LineStrings in the scene's CRS (pixels when it has none)
-    "Road network of `mask` as GeoJSON LineStrings in the scene's CRS with length_px, length_m and crs properties."
-    g = mask_to_graph(np.asarray(mask, bool), prune) if graph is None else graph
-    geo = scene.georeferenced
-    fc = graph_to_geojson(g, tuple(scene.transform)[:6] if geo else None)
-    name = crs_name(scene.crs)
-    unit = scene.crs.linear_units_factor[1] if geo and scene.crs.is_projected else None
-    for f in fc["features"]:
-        xy = np.asarray(f["geometry"]["coordinates"], float); pr = f["properties"]
-        planar = float(np.hypot(*np.diff(xy, axis=0).T).sum()) if len(xy) > 1 else 0.0
-        if not geo: pr["length_m"] = None
-        elif scene.crs.is_geographic: pr.update(length_m=geodesic_length(xy), length_deg=planar)
-        else: pr["length_m"] = planar * unit
-        pr["crs"] = name
-    fc["crs_name"] = name
-    if name and name.startswith("EPSG:"):
-        fc["crs"] = {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{name[5:]}"}}
-    return fc
-
-def write_mask(path, mask, scene:Scene, valid=None) -> Path:
-    "Write an (H,W) bool mask as a uint8 0/255 LZW GeoTIFF on the scene's grid (CRS, transform), no data where ~valid."
-    if tuple(np.shape(mask)) != tuple(scene.shape): raise ValueError(f"mask must be {scene.shape} (the scene's H,W), got {np.shape(mask)}")
-    v = None if valid is None or np.all(valid) else valid
-    return write_geotiff(path, np.asarray(mask, bool), scene.crs, scene.transform, valid=v)
 
 # %% ../nbs/10_geo.ipynb #1057a8fd
 NO_PROMPT_NOTE = ("no prompts: the network segmented the scene on its own. Treat the result as a first draft to correct "
@@ -493,12 +154,13 @@ def segment_scene(scene_path, # GeoTIFF (or any raster GDAL reads: PNG/JPEG work
                   window:int=512, overlap:int=64, threshold:float=0.5,
                   min_length:float=10.0, # drop road pieces shorter than this: metres if georeferenced, else pixels
                   progress:bool=True,
+                  gsd="auto", # metres per pixel the network is told (see `predict_scene`); None: no resampling
                  ) -> dict: # {"mask", "geojson", "quicklook", "summary"}: Paths
     "Segment a whole scene: sliding-window prediction -> mask GeoTIFF + road GeoJSON (scene CRS) + quick look + summary.json."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     with open_scene(scene_path) as sc:
-        min_px, unit, gsd = min_length_px(min_length, sc)
-        res = predict_scene(sc, model, prompts, window, overlap, threshold, keep_logits=False, progress=progress)
+        min_px, unit, scene_gsd = min_length_px(min_length, sc)
+        res = predict_scene(sc, model, prompts, window, overlap, threshold, keep_logits=False, progress=progress, gsd=gsd)
         t = time.perf_counter()
         mask, g, dropped = drop_short_roads(res.mask, min_px)
         paths = {"mask": write_mask(out / "mask.tif", mask, sc, res.valid), "geojson": out / "roads.geojson",
@@ -508,7 +170,7 @@ def segment_scene(scene_path, # GeoTIFF (or any raster GDAL reads: PNG/JPEG work
         n, length = len(fc["features"]), sum(f["properties"]["length_m"] or 0 for f in fc["features"])
         note = NO_PROMPT_NOTE if not res.stats["prompts"] else f"{res.stats['prompts']} prompt(s) used"
         summ = dict(scene=str(sc.path), shape=list(sc.shape), crs=crs_name(sc.crs), transform=list(sc.transform)[:6],
-                    georeferenced=sc.georeferenced, ground_resolution_m=gsd, window=window, overlap=overlap,
+                    georeferenced=sc.georeferenced, ground_resolution_m=scene_gsd, window=window, overlap=overlap,
                     threshold=threshold, min_length=min_length, min_length_unit=unit, pieces_dropped=dropped,
                     road_fraction=float(mask.mean()), valid_fraction=float(res.valid.mean()), n_roads=n, length_m=length,
                     graph_seconds=time.perf_counter() - t, note=note, **res.stats)
@@ -589,7 +251,7 @@ def graph_centrelines(graph, # road graph: edge 'pts' (N,2) (x, y) pixels, optio
     feats = []
     for _, _, d in graph.edges(data=True):
         xy = np.asarray(d["pts"], float)
-        X, Y = _apply(t, xy[:, 0] + 0.5, xy[:, 1] + 0.5)
+        X, Y = apply_affine(t, xy[:, 0] + 0.5, xy[:, 1] + 0.5)
         feats.append({"type": "Feature", "geometry": {"type": "LineString", "coordinates": np.c_[X, Y].tolist()},
                       "properties": {"highway": SYNTHETIC_HIGHWAY.get(d.get("kind"), d.get("kind") or "road")}})
     fc = {"type": "FeatureCollection", "features": feats}
@@ -671,25 +333,6 @@ def window_cores(windows:list, shape) -> np.ndarray: # (H,W) int: how many windo
     return n
 
 # %% ../nbs/10_geo.ipynb #0db4a309
-def write_test_scene(path, size:int=4000, tile:int=1000, seed:int=0, crs="EPSG:32633", gsd:float=1.0) -> tuple:
-    "A size x size synthetic GeoTIFF (one tile x tile world tiled with flips, written window by window) and its (H,W) bool truth."
-    from roadgie.synthetic import make_world
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
-    rio = _rio(); w = make_world(seed=seed, size=tile, gsd=gsd)
-    img, m = _as_uint8(w.image), w.mask; del w
-    truth = np.zeros((size, size), bool)
-    prof = dict(driver="GTiff", height=size, width=size, count=3, dtype="uint8", crs=crs, compress="lzw", tiled=True,
-                blockxsize=256, blockysize=256, photometric="RGB", transform=from_origin(500_000, 5_000_000, gsd, gsd))
-    with rio.open(path, "w", **prof) as dst:
-        for i in range(0, size, tile):
-            for j in range(0, size, tile):
-                fy, fx = (-1) ** (i // tile), (-1) ** (j // tile)
-                t = img[::fy, ::fx][: size - i, : size - j]
-                dst.write(np.moveaxis(t, -1, 0), window=Window(j, i, t.shape[1], t.shape[0]))
-                truth[i:i + t.shape[0], j:j + t.shape[1]] = m[::fy, ::fx][: size - i, : size - j]
-    return Path(path), truth
-
 def benchmark_scene(size:int=4000, model=None, window:int=512, overlap:int=64, graph_on:str="prediction", out_dir=None) -> dict:
     "Segment a size x size synthetic GeoTIFF; print and return seconds and traced peak memory (MB) per phase."
     import resource, tempfile, tracemalloc

@@ -12,7 +12,7 @@ from skimage.morphology import skeletonize
 
 # %% auto #0
 __all__ = ['polyline_length', 'split_polyline', 'skeleton_to_graph', 'mask_to_graph', 'graph_length', 'draw_roads',
-           'toy_road_mask', 'graph_to_geojson', 'draw_graph', 'benchmark_graph']
+           'toy_road_mask', 'apply_affine', 'graph_to_geojson', 'draw_graph', 'benchmark_graph']
 
 # %% ../nbs/04a_graph.ipynb #65342b3d
 def polyline_length(pts: np.ndarray) -> float:
@@ -175,6 +175,14 @@ def toy_road_mask(size: int = 512, seed: int = 0, width: int = 7) -> np.ndarray:
     segs.append(((0, rng.uniform(0, size)), (size - 1, rng.uniform(0, size))))
     return draw_roads((size, size), segs, width)
 
+# %% ../nbs/04a_graph.ipynb #05e51d9b
+def apply_affine(t, # affine (a, b, c, d, e, f), e.g. a rasterio Affine or its inverse
+                 x, y) -> tuple: # (X, Y), float arrays shaped like x and y
+    "Apply an affine (a, b, c, d, e, f) to coordinates x, y (scalars or arrays): (a x + b y + c, d x + e y + f)."
+    a, b, c, d, e, f = tuple(t)[:6]
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return a * x + b * y + c, d * x + e * y + f
+
 # %% ../nbs/04a_graph.ipynb #19414ee0
 def graph_to_geojson(graph: nx.Graph, transform=None) -> dict:
     "FeatureCollection of LineStrings (one per edge); transform: None (pixels), affine (a,b,c,d,e,f) or callable."
@@ -183,8 +191,7 @@ def graph_to_geojson(graph: nx.Graph, transform=None) -> dict:
     else:
         t = tuple(transform)
         if len(t) not in (6, 9): raise ValueError(f"transform must be an affine (a,b,c,d,e,f), got {len(t)} values")
-        a, b, c, d, e, g = t[:6]
-        f = lambda p: np.stack([a * (p[:, 0] + .5) + b * (p[:, 1] + .5) + c, d * (p[:, 0] + .5) + e * (p[:, 1] + .5) + g], -1)
+        f = lambda p: np.stack(apply_affine(t, p[:, 0] + .5, p[:, 1] + .5), -1)   # pixel centres
     feats = [{"type": "Feature", "geometry": {"type": "LineString", "coordinates": f(np.asarray(dd["pts"], float)).tolist()},
               "properties": {"u": int(u), "v": int(v), "length_px": float(dd["length"])}}
              for u, v, dd in graph.edges(data=True)]

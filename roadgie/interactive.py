@@ -10,17 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from scipy import ndimage
+from fastcore.basics import patch
 from skimage.morphology import disk, skeletonize
 from .data import load_image, to_rgb, save_mask as _save_mask
 from .graph import mask_to_graph, graph_to_geojson, graph_length
 from .prompts import PromptState, draw_polyline, draw_disk
 from .model import gsd_scale, Rescaled
 
-
 # %% auto #0
-__all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'plan_windows',
-           'PromptRecord', 'SessionPrompts', 'InteractiveSession', 'patch_session', 'skeleton_length',
-           'benchmark_session', 'benchmark_history']
+__all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'cover_span',
+           'plan_windows', 'seam_weights', 'blend_windows', 'PromptRecord', 'SessionPrompts', 'InteractiveSession',
+           'skeleton_length', 'benchmark_session', 'benchmark_history']
 
 # %% ../nbs/08a_interactive.ipynb #62e5dca0
 def as_rgb(image # (H,W), (H,W,1|2|3|4) array: uint8, uint16, bool or float in [0,1]
@@ -125,33 +125,74 @@ def as_predictor(model=None # None (shipped weights), "dilation", an nn.Module, 
     return model.predict if callable(getattr(model, "predict", None)) else model
 
 # %% ../nbs/08a_interactive.ipynb #ce6035c2
+def cover_span(lo:int, hi:int, # the span [lo, hi) to cover (clipped to [0, L))
+               L:int, # length of the axis (px)
+               window:int=512, overlap:int=64, # window side and least overlap of neighbouring windows (px)
+               align:int=16, # window starts are multiples of this (the network's stride)
+              ) -> list: # [(start, stop)] half-open, oldest first
+    "Windows along an axis of length `L` covering [lo, hi): `window` px, aligned starts, overlapping by >= `overlap`."
+    if window < 2 * align or window % align: raise ValueError(f"window must be a multiple of {align} and >= {2 * align}, got {window}")
+    if not 0 <= overlap <= window // 2: raise ValueError(f"overlap must be in [0, window/2] = [0, {window // 2}], got {overlap}")
+    if L <= window: return [(0, L)]
+    lo, hi, last = max(0, int(lo)), min(L, int(hi)), (L - window) // align * align
+    if hi <= lo: raise ValueError(f"expected a non-empty span inside [0, {L}), got [{lo}, {hi})")
+    stop = lambda s: L if s == last else s + window   # the last window is stretched (< align px) to reach L
+    if hi - lo <= window - align:   # one window, centred on the span
+        return [(s, stop(s)) for s in [int(np.clip(round(((lo + hi) / 2 - window / 2) / align) * align, 0, last))]]
+    a, b = min(lo // align * align, last), min(-(-(hi - window) // align) * align, last)
+    n = max(1, math.ceil((stop(b) - a - overlap) / (window - overlap)))
+    while True:
+        ss = sorted({min(last, int(round(s / align)) * align) for s in np.linspace(a, b, n)})
+        if all(s + window - t >= overlap for s, t in zip(ss, ss[1:])): return [(s, stop(s)) for s in ss]
+        n += 1
+
 def plan_windows(region, # (y0, y1, x0, x1) half-open pixel box to cover
                  shape,  # (H, W) of the image
-                 window:int=512, # window side in pixels
-                 overlap:int|None=None, # overlap between neighbouring windows (default window // 4)
-                ) -> list: # [(y0, y1, x0, x1)] windows, each at most window x window, inside the image
-    "Windows of side `window` covering `region` of an image of `shape`: the whole image when it fits in one window."
-    H, W = shape[:2]
-    if window < 16: raise ValueError(f"expected a window of at least 16 pixels, got {window}")
-    overlap = window // 4 if overlap is None else overlap
-    def starts(a, b, L):
-        if L <= window: return [(0, L)]
-        a, b = max(0, a), min(L, b)
-        if b - a <= window:
-            s = int(np.clip((a + b) // 2 - window // 2, 0, L - window))
-            return [(s, s + window)]
-        n = int(np.ceil((b - a - overlap) / (window - overlap)))
-        ss = np.linspace(a, min(b, L) - window, n).round().astype(int)
-        return [(int(s), int(s) + window) for s in np.clip(ss, 0, L - window)]
+                 window:int=512, overlap:int=64) -> list: # [(y0, y1, x0, x1)] windows, row by row
+    "Windows covering `region` of an image of `shape` (`cover_span` on each axis): the whole image when it fits in one."
     y0, y1, x0, x1 = region
-    return [(ya, yb, xa, xb) for ya, yb in starts(y0, y1, H) for xa, xb in starts(x0, x1, W)]
+    ys, xs = cover_span(y0, y1, shape[0], window, overlap), cover_span(x0, x1, shape[1], window, overlap)
+    return [(a, b, c, d) for a, b in ys for c, d in xs]
 
 # %% ../nbs/08a_interactive.ipynb #815be2b2
-def _tent(h, w):
-    "(h,w) float32 blending weight: 1 in the middle, small but positive at the border."
-    ty = 1 - np.abs(np.linspace(-1, 1, h)) * 0.95
-    tx = 1 - np.abs(np.linspace(-1, 1, w)) * 0.95
-    return (ty[:, None] * tx[None]).astype(np.float32)
+def seam_weights(spans:list, # [(start, stop)] windows along one axis, as `cover_span` plans them
+                 L:int, # the axis length they live in (px)
+                 overlap:int=64, # longest ramp (px)
+                ) -> tuple: # ([(stop - start,) float64 ramp per window], (L,) float64 sum of the ramps)
+    "Blending weight of each window along an axis (raised-cosine ramps across the overlaps it shares) and their sum."
+    ws, tot = [], np.zeros(L)
+    for i, (a, b) in enumerate(spans):
+        w = np.ones(b - a)
+        for j, side in ((i - 1, "lo"), (i + 1, "hi")):
+            if not 0 <= j < len(spans): continue
+            o = min(spans[j][1] - a if side == "lo" else b - spans[j][0], overlap)
+            if o <= 0: continue
+            t = np.clip((np.arange(o) + 0.5 - o / 4) / (o / 2), 0, 1)  # 0 on the outer quarter, 1 on the inner one
+            r = np.maximum(0.5 - 0.5 * np.cos(np.pi * t), 1e-6)  # raised cosine, rising; never exactly 0
+            if side == "lo": w[:o] *= r
+            else: w[-o:] *= r[::-1]
+        ws.append(w); tot[a:b] += w
+    return ws, tot
+
+# %% ../nbs/08a_interactive.ipynb #44feb9e6
+def blend_windows(ys:list, xs:list, # [(start, stop)] windows along y and along x (`cover_span`)
+                  run, # run((y0, y1, x0, x1)) -> (h,w) float32 logits of one window
+                  overlap:int=64, # longest blending ramp (px)
+                 ) -> tuple: # ((y0, y1, x0, x1) box the grid covers, (y1-y0, x1-x0) float32 blended logits)
+    "Run `run` on each window of the grid ys x xs and blend the outputs with `seam_weights` ramps."
+    box = (ys[0][0], max(b for _, b in ys), xs[0][0], max(d for _, d in xs))
+    (wy, ty), (wx, tx) = (seam_weights([(a - o, b - o) for a, b in sp], n, overlap)
+                          for sp, o, n in ((ys, box[0], box[1] - box[0]), (xs, box[2], box[3] - box[2])))
+    if len(ys) * len(xs) == 1: return box, run((*ys[0], *xs[0]))
+    num = np.zeros((box[1] - box[0], box[3] - box[2]), np.float32)
+    lo, hi = np.full_like(num, np.inf), np.full_like(num, -np.inf)
+    for (y0, y1), ry in zip(ys, wy):
+        for (x0, x1), rx in zip(xs, wx):
+            sl, out = np.s_[y0 - box[0]:y1 - box[0], x0 - box[2]:x1 - box[2]], run((y0, y1, x0, x1))
+            num[sl] += out * np.outer(ry, rx).astype(np.float32)
+            np.minimum(lo[sl], out, out=lo[sl]); np.maximum(hi[sl], out, out=hi[sl])
+    new = num / np.outer(ty, tx).astype(np.float32)
+    return box, np.where(lo == hi, lo, new).astype(np.float32)
 
 # %% ../nbs/08a_interactive.ipynb #d3ba93d2
 @dataclass
@@ -176,14 +217,20 @@ def _box(m, y0=0, x0=0):
     if len(rows) == 0: return None
     return (y0 + int(rows[0]), y0 + int(rows[-1]) + 1, x0 + int(cols[0]), x0 + int(cols[-1]) + 1)
 
-def _record(kind, mask, positive, points=None, width=None):
-    "A PromptRecord holding `mask` (H,W) cropped to its bounding box, as bool when it is 0/1."
+def _record(kind, mask, positive, points=None, width=None, at=(0, 0)):
+    "A PromptRecord holding `mask` (a crop whose top-left pixel is `at` = (y, x)) cut to its bounding box, as bool when 0/1."
     bbox = _box(mask)
     if bbox is None: raise ValueError(f"expected a {kind} prompt covering at least one pixel, got an empty mask")
     y0, y1, x0, x1 = bbox
     crop = mask[y0:y1, x0:x1]; b = crop > 0
     patch = b if np.array_equal(crop, b) else crop.astype(np.float32)
-    return PromptRecord(kind, bool(positive), bbox, patch, points, width)
+    return PromptRecord(kind, bool(positive), (y0 + at[0], y1 + at[0], x0 + at[1], x1 + at[1]), patch, points, width)
+
+def _stroke_box(p, pad:float, shape) -> tuple: # (y0, y1, x0, x1), y0 and x0 even
+    "Box around (N,2) points `p` padded by `pad` px, inside `shape`; an even corner keeps rounding (to even) the same."
+    H, W = shape[:2]; r = int(math.ceil(pad)) + 2
+    y0, x0 = max(0, int(p[:, 1].min()) - r) // 2 * 2, max(0, int(p[:, 0].min()) - r) // 2 * 2
+    return y0, min(H, int(p[:, 1].max()) + r + 1), x0, min(W, int(p[:, 0].max()) + r + 1)
 
 def _union(a, b):
     "Union of two (y0, y1, x0, x1) boxes, either may be None."
@@ -202,9 +249,10 @@ class _History(Sequence):
 
 class SessionPrompts(PromptState):
     "A session's prompts: `records` (PromptRecord, oldest first) and the `pos`, `neg` (H,W) float32 channels they make."
-    def __init__(self, shape):
-        st = PromptState(shape)  # validates the shape
-        self.shape, self.pos, self.neg, self.records = st.shape, st.pos, st.neg, []
+    def __init__(self, shape, zeros=None): # zeros(): a fresh (H,W) float32 channel (default a numpy array)
+        if zeros is None: st = PromptState(shape); self.shape, self.pos, self.neg = st.shape, st.pos, st.neg  # validates
+        else: self.shape, self.pos, self.neg = tuple(shape), zeros(), zeros()
+        self.records = []
     @property
     def history(self): return _History(self.records, self.shape)
     @property
@@ -217,13 +265,16 @@ class SessionPrompts(PromptState):
         y0, y1, x0, x1 = rec.bbox; crop = (self.pos if rec.positive else self.neg)[y0:y1, x0:x1]
         idx = np.flatnonzero(rec.patch > crop).astype(np.int32)
         old = crop[np.unravel_index(idx, crop.shape)]
-        np.maximum(crop, rec.patch, out=crop); self.records.append(rec)
+        np.maximum(crop, rec.patch, out=crop); self._put(rec, crop); self.records.append(rec)
         return idx, old
     def pop(self, rec:PromptRecord, idx, old):
         "Undo `push(rec)`: remove the newest record, `rec`, and put back the channel values it raised."
         if not self.records or self.records[-1] is not rec: raise RuntimeError("pop: `rec` is not the newest prompt")
         y0, y1, x0, x1 = rec.bbox; crop = (self.pos if rec.positive else self.neg)[y0:y1, x0:x1]
-        crop[np.unravel_index(idx, crop.shape)] = old; self.records.pop()
+        crop[np.unravel_index(idx, crop.shape)] = old; self._put(rec, crop); self.records.pop()
+    def _put(self, rec, crop):
+        "Write `crop` back into rec's channel inside rec.bbox (a no-op for numpy views; needed for tiled channels)."
+        y0, y1, x0, x1 = rec.bbox; (self.pos if rec.positive else self.neg)[y0:y1, x0:x1] = crop
     def __repr__(self):
         n_pos = sum(r.positive for r in self.records)
         return f"SessionPrompts({self.shape}, {n_pos} positive, {self.n_prompts - n_pos} negative)"
@@ -268,7 +319,7 @@ class InteractiveSession:
                  transform=None, # affine (a,b,c,d,e,f) or callable (x,y)->(X,Y) for GeoJSON in map coordinates
                  click_radius:float=3.0, # radius of a click's disk in pixels
                  max_history:int=100): # undo steps kept
-        self.image = load_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
+        self.image = self._load(image)
         self.predictor = as_predictor(model)
         if resample and gsd_scale(gsd) != 1 and _sees_imagery(model):
             self.predictor = Rescaled(self.predictor, gsd_scale(gsd))   # e.g. 5 cm drone imagery shown at 0.3 m/px
@@ -276,11 +327,13 @@ class InteractiveSession:
         self.click_radius, self.max_history = click_radius, int(max_history)
         self.threshold, self.mode = threshold, mode
         self._undo, self._redo, self._root = [], [], []  # _Step stacks; patches made below the oldest step
-        self.logits = np.zeros(self.shape, np.float32)
-        self.prompts, self._dirty = SessionPrompts(self.shape), (0, self.shape[0], 0, self.shape[1])  # all to predict
+        self.logits, self.prompts, self._dirty = self._zeros(), SessionPrompts(self.shape, self._zeros), self._everything()
         self.latency_ms, self.n_predictions, self.last_windows = None, 0, []
         self._mask = self._graph = None
 
+    def _load(self, image) -> np.ndarray: return load_image(image) if isinstance(image, (str, Path)) else as_rgb(image)
+    def _zeros(self): return np.zeros(self.shape, np.float32)  # a fresh logit or prompt channel
+    def _everything(self): return (0, self.shape[0], 0, self.shape[1])  # the region a new (or cleared) session predicts
     @property
     def shape(self): return self.image.shape[:2]
     @property
@@ -308,42 +361,44 @@ class InteractiveSession:
         return f"InteractiveSession({self.shape[1]}x{self.shape[0]}, {self.n_prompts} prompts, mode={self.mode!r})"
 
 # %% ../nbs/08a_interactive.ipynb #387cc74b
-def patch_session(f):
-    "Attach `f` to InteractiveSession as a method (so the class can grow cell by cell)."
-    setattr(InteractiveSession, f.__name__, f); return f
-
-@patch_session
+@patch
 def _push(self:InteractiveSession, step:_Step):
     "Make `step` the newest undoable action; a new action forgets what could be redone."
     self._undo.append(step); self._redo.clear(); self._trim()
 
-@patch_session
+@patch
 def _trim(self:InteractiveSession):
     "Keep at most `max_history` steps; the patches of the oldest one dropped become those of the bottom state."
     while len(self._undo) > max(self.max_history, 0): self._root = self._undo.pop(0).patches
 
-@patch_session
+@patch
 def _add(self:InteractiveSession, rec:PromptRecord):
     idx, old = self.prompts.push(rec)
     self._push(_Step(rec=rec, idx=idx, old=old, dirty=self._dirty))
     self._dirty, self._mask = _union(self._dirty, rec.bbox), None
     return rec
 
-@patch_session
+@patch
 def add_scribble(self:InteractiveSession, points, # [(x, y), ...] pixel coordinates along the stroke
                  positive:bool=True, # road (True) or not road (False)
                  width:float=3): # stroke width in pixels
-    "Add a scribble drawn through `points`, `width` pixels wide."
-    m = rasterize_scribble(points, self.shape, width)
-    return self._add(_record("scribble", m, positive, check_points(points, self.shape), width))
+    "Add a scribble drawn through `points`, `width` pixels wide (rasterised inside its own box only)."
+    p = check_points(points, self.shape)
+    if not np.isfinite(width) or width < 1: raise ValueError(f"expected a stroke width >= 1 pixel, got {width}")
+    y0, y1, x0, x1 = _stroke_box(p, width / 2, self.shape)
+    m = draw_polyline((y1 - y0, x1 - x0), p - (x0, y0), width)
+    return self._add(_record("scribble", m, positive, p, width, at=(y0, x0)))
 
-@patch_session
+@patch
 def add_click(self:InteractiveSession, x:float, y:float, positive:bool=True):
     "Add a click at (x, y): a soft disk of `click_radius` pixels."
-    m = rasterize_click(x, y, self.shape, self.click_radius)
-    return self._add(_record("click", m, positive, np.array([[x, y]], float), self.click_radius))
+    p, r = check_points([(x, y)], self.shape), self.click_radius
+    if not r > 0: raise ValueError(f"expected a click radius > 0 pixels, got {r}")
+    y0, y1, x0, x1 = _stroke_box(p, r + 1, self.shape)
+    m = draw_disk((y1 - y0, x1 - x0), x - x0, y - y0, r)
+    return self._add(_record("click", m, positive, p, r, at=(y0, x0)))
 
-@patch_session
+@patch
 def add_prompt_mask(self:InteractiveSession, mask, # (H,W) bool or float in [0,1], e.g. from `simulate_prompt`
                     positive:bool=True):
     "Add a ready-made prompt mask (the simulated user's prompts)."
@@ -355,7 +410,7 @@ def add_prompt_mask(self:InteractiveSession, mask, # (H,W) bool or float in [0,1
     return self._add(_record("mask", m, positive))
 
 # %% ../nbs/08a_interactive.ipynb #d52f7dfd
-@patch_session
+@patch
 def _run(self:InteractiveSession, win):
     "Model logits for window `win` = (y0, y1, x0, x1): (h,w) float32."
     y0, y1, x0, x1 = win
@@ -366,7 +421,7 @@ def _run(self:InteractiveSession, win):
     if not np.isfinite(out).all(): raise ValueError("model returned NaN or infinite logits")
     return out
 
-@patch_session
+@patch
 def _write(self:InteractiveSession, box, # (y0, y1, x0, x1) the logits predicted
            new) -> _Patch: # (y1-y0, x1-x0) float32 new logits there
     "Write `new` into (a copy of) the logits; returns the _Patch that undoes it: old values in the box of changed bits."
@@ -378,38 +433,28 @@ def _write(self:InteractiveSession, box, # (y0, y1, x0, x1) the logits predicted
     self._dirty, self._mask = None, None
     return p
 
-@patch_session
+@patch
 def _here(self:InteractiveSession) -> list:
     "The patches of the current state: the predictions made since the newest step (or the bottom state)."
     return self._undo[-1].patches if self._undo else self._root
 
-@patch_session
+@patch
 def predict(self:InteractiveSession) -> np.ndarray: # (H,W) bool
     "Re-predict around the prompts added since the last prediction (none: no model call); returns the road mask."
     t0 = time.perf_counter()
     if self._dirty is None: self.last_windows = []
     else:
-        m, d = self.window // 8, self._dirty
-        wins = plan_windows((d[0] - m, d[1] + m, d[2] - m, d[3] + m), self.shape, self.window)
-        if len(wins) == 1: ub, new = wins[0], self._run(wins[0])
-        else:
-            ub = (min(w[0] for w in wins), max(w[1] for w in wins), min(w[2] for w in wins), max(w[3] for w in wins))
-            num = np.zeros((ub[1] - ub[0], ub[3] - ub[2]), np.float32); den = np.zeros_like(num)
-            lo, hi = np.full_like(num, np.inf), np.full_like(num, -np.inf)
-            for y0, y1, x0, x1 in wins:
-                sl, out = np.s_[y0 - ub[0]:y1 - ub[0], x0 - ub[2]:x1 - ub[2]], self._run((y0, y1, x0, x1))
-                wt = _tent(y1 - y0, x1 - x0)
-                num[sl] += wt * out; den[sl] += wt
-                np.minimum(lo[sl], out, out=lo[sl]); np.maximum(hi[sl], out, out=hi[sl])
-            new = self.logits[ub[0]:ub[1], ub[2]:ub[3]].copy(); np.divide(num, den, out=new, where=den > 0)
-            new = np.where(lo == hi, lo, new)  # where the windows agree, exactly their value, not a rounded blend
+        (H, W), m, o, d = self.shape, self.window // 8, self.window // 8, self._dirty
+        ys, xs = cover_span(d[0] - m, d[1] + m, H, self.window, o), cover_span(d[2] - m, d[3] + m, W, self.window, o)
+        ub, new = blend_windows(ys, xs, self._run, o)
         self._here().append(self._write(ub, new))
-        self.last_windows, self.n_predictions = wins, self.n_predictions + 1
+        self.last_windows = [(a, b, c, e) for a, b in ys for c, e in xs]
+        self.n_predictions += 1
     mask = self.mask
     self.latency_ms = (time.perf_counter() - t0) * 1000
     return mask
 
-@patch_session
+@patch
 def _compute_mask(self:InteractiveSession) -> np.ndarray:
     road = self.logits > np.log(self.threshold / (1 - self.threshold))  # sigmoid(logit) > threshold
     if self.mode == "instance":
@@ -420,7 +465,7 @@ def _compute_mask(self:InteractiveSession) -> np.ndarray:
     return road
 
 # %% ../nbs/08a_interactive.ipynb #6831d4c8
-@patch_session
+@patch
 def _swap(self:InteractiveSession, p:_Patch):
     "Exchange the logits in `p.box` (and the region to re-predict) with those kept in `p`."
     if p.box is not None:
@@ -429,7 +474,7 @@ def _swap(self:InteractiveSession, p:_Patch):
         self.logits = lg
     p.dirty, self._dirty = self._dirty, p.dirty
 
-@patch_session
+@patch
 def _flip(self:InteractiveSession, step:_Step, forward:bool):
     "Apply `step` (forward) or take it back, with the predictions made after it."
     if step.other is not None:   # a clear: exchange the whole state
@@ -442,7 +487,7 @@ def _flip(self:InteractiveSession, step:_Step, forward:bool):
         self.prompts.pop(step.rec, step.idx, step.old); step.dirty, self._dirty = self._dirty, step.dirty
     self._mask = self._graph = None
 
-@patch_session
+@patch
 def undo(self:InteractiveSession) -> bool:
     "Return exactly to the state before the last prompt or clear (prompts, logits, mask); False when there is none."
     if not self._undo: return False
@@ -450,7 +495,7 @@ def undo(self:InteractiveSession) -> bool:
     for p in step.stash: self._swap(p); here.append(p)  # predictions made here before the redo: back as they were
     step.stash, step.base = [], len(here); self._redo.append(step); return True
 
-@patch_session
+@patch
 def redo(self:InteractiveSession) -> bool:
     "Return exactly to the state before the last undo; False when there is nothing to redo."
     if not self._redo: return False
@@ -459,33 +504,32 @@ def redo(self:InteractiveSession) -> bool:
         step.stash.insert(0, here.pop()); self._swap(step.stash[0])
     self._flip(step, forward=True); self._undo.append(step); self._trim(); return True
 
-@patch_session
+@patch
 def clear(self:InteractiveSession):
     "Remove all prompts and the prediction (undoable)."
-    H, W = self.shape
-    step = _Step(other=(SessionPrompts(self.shape), np.zeros(self.shape, np.float32), (0, H, 0, W)))
+    step = _Step(other=(SessionPrompts(self.shape, self._zeros), self._zeros(), self._everything()))
     self._flip(step, forward=True); self._push(step)
 
-@patch_session
+@patch
 def history_nbytes(self:InteractiveSession) -> int:
     "Bytes of array data held for the prompts and the undo/redo steps (not the image, channels or current logits)."
     return sum(r.nbytes for r in self.records) + sum(s.nbytes for s in self._undo + self._redo) + \
            sum(0 if p.crop is None else p.crop.nbytes for p in self._root)
 
 # %% ../nbs/08a_interactive.ipynb #26eff4d6
-@patch_session
+@patch
 def to_graph(self:InteractiveSession):
     "Road graph of the current mask (networkx, node 'xy', edge 'pts' and 'length'); cached per mask."
     m = self.mask
     if self._graph is None or self._graph[0] is not m: self._graph = (m, mask_to_graph(m))
     return self._graph[1]
 
-@patch_session
+@patch
 def save_mask(self:InteractiveSession, path) -> Path:
     "Write the current mask as an 8-bit PNG (255 = road)."
     _save_mask(path, self.mask); return Path(path)
 
-@patch_session
+@patch
 def export_geojson(self:InteractiveSession, path=None, # file to write, or None to only return the dict
                    transform=None, # overrides the session's transform; None and no session transform = pixels
                   ) -> dict:
@@ -504,7 +548,7 @@ def skeleton_length(mask # (H,W) bool road mask
          (S[:-1, 1:] & S[1:, :-1] & ~S[:-1, :-1] & ~S[1:, 1:]).sum())     # covered by two orthogonal ones
     return float(h + v + np.sqrt(2) * d)
 
-@patch_session
+@patch
 def stats(self:InteractiveSession) -> dict:
     "Last latency (ms), road pixels, centreline length (px, and m when `gsd` is set), number of prompts."
     L = skeleton_length(self.mask)

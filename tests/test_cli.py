@@ -93,15 +93,17 @@ WRONG = [  # (arguments, a piece of the one-line message); {own} is a folder of 
     (["roadgie-eval", "{own}", "--rounds", "0"], "--rounds 0"),
     (["roadgie-segment", "/nonexistent/nope.tif", "--out", "{tmp}"], "nope.tif"),
     (["roadgie-segment", "{scene}", "--out", "{tmp}", "--min-length", "-5"], "0 or more"),
+    (["roadgie-segment", "{scene}", "--out", "{tmp}", "--gsd", "fine"], "expected 'auto', 'none' or a positive number"),
     (["roadgie-segment", "{scene}"], "the following arguments are required: --out"),
     (["roadgie-bench", "--sizes", "8"], "32 px or more"),
+    (["roadgie-bench", "--scene", "10"], "1000 px or more"),
     (["roadgie-demo", "--nmae", "x"], "unrecognized arguments"),
 ]
 
 
 @pytest.fixture(scope="module")
 def small_scene(tmp_path_factory):
-    from roadgie.geo import write_test_scene
+    from roadgie.scene import write_test_scene
     return write_test_scene(tmp_path_factory.mktemp("scene") / "scene.tif", size=600, tile=300, seed=1)[0]
 
 
@@ -202,7 +204,27 @@ def test_segment_cli_on_a_small_scene(small_scene, tmp_path):
     assert "first draft" in r.stdout and "shorter than 10 m dropped (--min-length)" in r.stdout
     s = json.loads((out / "summary.json").read_text())
     assert s["min_length"] == 10 and s["min_length_unit"] == "m" and "first draft" in s["note"]
+    assert s["resampled"] == 1.0, s   # the scene's own ground resolution is inside the network's band
     assert "first draft" in run(["roadgie-segment", "--help"], timeout=120).stdout
+    r = run(["roadgie-segment", small_scene, "--out", tmp_path / "fine", "--model", ckpt, "--gsd", "0.1"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "fine" / "summary.json").read_text())   # told 10 cm pixels: shown at 0.3 m
+    assert s["gsd"] == 0.1 and abs(s["resampled"] - 1 / 3) < 1e-6, s
+
+
+def test_segment_reads_a_saved_widget_session(small_scene, tmp_path):
+    """`roadgie-segment --prompts` reads the GeoJSON the widget's "Save session" writes (a scene session's prompts)."""
+    from roadgie.scene import SceneSession
+    s = SceneSession(small_scene, model="dilation")
+    s.add_scribble([(20, 100), (280, 110)]); s.predict(); s.add_click(150, 105, positive=False); s.predict()
+    prompts, _ = s.save_session(tmp_path / "session.geojson")
+    torch = pytest.importorskip("torch")
+    from roadgie.model import build_model, save_model
+    torch.manual_seed(0); ckpt = tmp_path / "net.safetensors"; save_model(build_model("lite"), ckpt)
+    r = run(["roadgie-segment", small_scene, "--out", tmp_path / "out", "--prompts", prompts, "--model", ckpt,
+             "--window", "256", "--overlap", "32"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "prompts: 2 prompt(s) used" in r.stdout
 
 
 # --- friction 1 and 6: the demo --------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 
 from roadgie.data import RoadTiles
-from roadgie.geo import (Scene, axis_windows, cut_tiles, fuse_with_prediction, geojson_on_mask, graph_centrelines, iou,
+from roadgie.geo import (Scene, cut_tiles, fuse_with_prediction, geojson_on_mask, graph_centrelines, iou,
                          open_scene, predict_scene, rasterize_centrelines, segment_scene, window_cores, write_geotiff)
+from roadgie.interactive import cover_span
 from roadgie.synthetic import make_world
 
 H, W = 1500, 2000
@@ -193,8 +194,8 @@ def test_prompts_map_coordinates(scene):
         seen.append(prompts[0].sum() > 0); return (20 * prompts[0] - 10).astype(np.float32)
     res = predict_scene(scene, model=f, prompts=gj, window=512, overlap=64, progress=False)
     assert res.mask[799, 10:1991].all() and res.mask.sum() < 3 * 2100
-    ys = axis_windows(H, 512, 64)
-    assert sum(seen) == sum(a - 3 <= 799 < b + 3 for a, b in ys) * len(axis_windows(W, 512, 64))
+    ys = cover_span(0, H, H, 512, 64)
+    assert sum(seen) == sum(a - 3 <= 799 < b + 3 for a, b in ys) * len(cover_span(0, W, W, 512, 64))
 
 
 def test_segment_drops_short_pieces_and_says_what_it_is(scene, tmp_path):
