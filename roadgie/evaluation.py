@@ -18,7 +18,7 @@ from .interactive import InteractiveSession, PromptDilation, as_predictor
 # %% auto #0
 __all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'METHOD_NOTES', 'road_width', 'PromptsAlone', 'RandomWalker',
            'Automatic', 'load_network', 'check_methods', 'make_methods', 'prompt_faithfulness', 'simulate_user', 'noc',
-           'tile_table', 'mean_ci', 'report_rounds', 'summarize', 'markdown_table', 'table_legend', 'plot_curves',
+           'noc_per_tile', 'mean_ci', 'report_rounds', 'summarize', 'markdown_table', 'table_legend', 'plot_curves',
            'plot_worst', 'select_tiles', 'run_benchmark', 'write_outputs', 'annotator_table', 'faithfulness_table']
 
 # %% ../nbs/08_evaluation.ipynb #01953563
@@ -208,8 +208,8 @@ def noc(dice, # per-round Dice of one tile, round 1 first
     hit = np.nonzero(d >= threshold)[0]
     return int(hit[0]) + 1 if hit.size else d.size + 1
 
-def tile_table(df, # per-round rows of `run_benchmark`
-               thresholds=(0.80, 0.85)) -> pd.DataFrame:
+def noc_per_tile(df, # per-round rows of `run_benchmark`
+                 thresholds=(0.80, 0.85)) -> pd.DataFrame:
     "One row per (method, source, stem): NoC@t for each threshold and the rounds run."
     out = []
     for (m, src, stem), g in df.sort_values("round").groupby(["method", "source", "stem"], sort=False):
@@ -239,7 +239,7 @@ def summarize(df, # per-round rows of `run_benchmark`
     "Per (method, source) and per method over `all` sources: metrics after the report rounds, Dice 95% CI, NoC."
     R = int(df["round"].max())
     rr = report_rounds(R) if rounds is None else tuple(rounds)
-    tiles = tile_table(df, thresholds)
+    tiles = noc_per_tile(df, thresholds)
     out = []
     for m in dict.fromkeys(df["method"]):
         for src in sorted(df["source"].unique()) + ["all"]:
@@ -432,7 +432,7 @@ def write_outputs(df, snapshots, images, out_dir, verbose=True, prompt:str|None=
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     p = {k: out / k for k in ("per_round.csv", "per_tile.csv", "summary.csv", "table.md", "curves.png", "worst.png",
                               "snapshots.npz")}
-    df.to_csv(p["per_round.csv"], index=False); tile_table(df).to_csv(p["per_tile.csv"], index=False)
+    df.to_csv(p["per_round.csv"], index=False); noc_per_tile(df).to_csv(p["per_tile.csv"], index=False)
     s = summarize(df); s.to_csv(p["summary.csv"]); t = markdown_table(s)
     p["table.md"].write_text(t + "\n\n" + table_legend(t))
     n = df[["source", "stem"]].drop_duplicates().shape[0]

@@ -14,27 +14,14 @@ from scipy.sparse.csgraph import dijkstra
 from skimage.morphology import skeletonize
 
 # %% auto #0
-__all__ = ['KINDS', 'as_mask', 'draw_disk', 'draw_polyline', 'sampling_weights', 'displace', 'skeleton_graph', 'skeleton_path',
+__all__ = ['KINDS', 'draw_disk', 'draw_polyline', 'sampling_weights', 'displace', 'skeleton_graph', 'skeleton_path',
            'centre_path', 'largest_component', 'simulate_prompt', 'PromptState', 'initial_prompts', 'error_components',
            'correction_prompts', 'round_rng', 'initial_prompt', 'correction_prompt', 'uncertainty_map',
-           'compute_uncertainty', 'load_uncertainty', 'benchmark_prompts']
+           'compute_uncertainty', 'load_uncertainty', 'benchmark_prompts', 'as_mask']
 
 # %% ../nbs/02_prompts.ipynb #66ae5db9
-def as_mask(a, name="mask") -> np.ndarray:
-    "Validate `a` as an (H,W) mask: bool as is, numbers in [0,1] binarised at 0.5; returns (H,W) bool."
-    a = np.asarray(a)
-    if a.ndim != 2:
-        raise ValueError(f"{name}: expected an (H,W) mask, got an array of shape {a.shape}")
-    if a.dtype == bool: return a
-    if not (np.issubdtype(a.dtype, np.number)):
-        raise ValueError(f"{name}: expected a bool or numeric (H,W) mask, got dtype {a.dtype}")
-    fin = np.isfinite(a)
-    if a.size and (not fin.all() or a.min() < 0 or a.max() > 1):
-        f = a[fin]
-        rng = f"values in [{f.min()}, {f.max()}]" if f.size else "no finite values"
-        raise ValueError(f"{name}: expected a bool mask or values in [0,1] (binarised at 0.5), got {rng}"
-                         + ("" if fin.all() else " and NaN/inf"))
-    return a > 0.5
+from .data import as_mask      # the one mask rule, re-exported: roadgie.prompts.as_mask
+_all_ = ["as_mask"]
 
 # %% ../nbs/02_prompts.ipynb #88bac1bd
 def draw_disk(shape, x, y, radius=3.0) -> np.ndarray:
@@ -220,9 +207,8 @@ def _stroke(comp, D, kind, start, rng, U, tau, frac, n_samples, min_on):
 def largest_component(mask # (H,W) bool road mask
                      ) -> np.ndarray: # (H,W) bool: its largest 8-connected component (empty if none)
     "The 8-connected component of `mask` with the most pixels; ties go to the first in raster order."
-    m = np.asarray(mask)
-    if m.ndim != 2: raise ValueError(f"expected an (H,W) mask, got shape {m.shape}")
-    lab, n = ndimage.label(m.astype(bool), structure=np.ones((3, 3)))
+    m = as_mask(mask)
+    lab, n = ndimage.label(m, structure=np.ones((3, 3)))
     if n == 0: return np.zeros(m.shape, bool)
     area = np.bincount(lab.ravel()); area[0] = 0
     return lab == int(np.argmax(area))
@@ -467,10 +453,16 @@ def compute_uncertainty(predict_fns, dataset, cache_dir, overwrite=False) -> dic
         paths[stem] = path
     return paths
 
-def load_uncertainty(cache_dir, stem):
-    "The cached uncertainty (H,W) float32 of tile `stem`, or None when it is not in `cache_dir`."
+def load_uncertainty(cache_dir, stem:str,
+                     shape=None): # (H,W) the map must have (e.g. the training sample's), or None: any
+    "The cached uncertainty (H,W) float32 of tile `stem`, or None when it is not in `cache_dir`; a wrong shape raises."
     path = Path(cache_dir) / f"{stem}.npy"
-    return np.load(path).astype(np.float32) if path.exists() else None
+    if not path.exists(): return None
+    u = np.load(path).astype(np.float32)
+    if shape is not None and u.shape != tuple(shape):
+        raise ValueError(f"uncertainty map {path} has shape {u.shape}, expected {tuple(shape)}: expert-guided prompts need "
+                         "maps of the sample's size (in training: full tiles, crop=None)")
+    return u
 
 # %% ../nbs/02_prompts.ipynb #70a931d4
 def benchmark_prompts(size=512, repeats=7, kind="bezier", seed=0) -> dict:

@@ -11,20 +11,21 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from safetensors.torch import load_file, save_file
-from .data import RoadTiles, repo_root, training_data_root
+from .data import RoadTiles, training_data_root
 from .model import build_model, save_model, load_model
-from .prompts import PromptState, initial_prompts, correction_prompts, round_rng, initial_prompt, correction_prompt
+from .prompts import (PromptState, initial_prompts, correction_prompts, round_rng, initial_prompt, correction_prompt,
+                             load_uncertainty, _check_kind)
 from .losses import RoadGIELoss, skeleton_tube, focal_loss, soft_dice_loss, skeleton_recall_loss, soft_cldice_loss
 from .metrics import dice, evaluate
 
 # %% auto #0
-__all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 'set_epoch', 'load_uncertainty', 'TrainSamples',
+__all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 'set_epoch', 'expert_map', 'TrainSamples',
            'SyntheticTiles', 'training_datasets', 'ResumableSampler', 'WarmupCosine', 'pick_grad_rounds',
-           'interactive_step', 'play_tile', 'validate', 'summarize', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'list_checkpoints', 'read_checkpoint', 'latest_checkpoint', 'restore_checkpoint', 'resolve_device',
-           'setup_distributed', 'plot_metrics', 'instance_target_fn', 'check_expert_dir', 'train_config',
-           'budget_total', 'train', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds', 'calibrate_threshold',
-           'calibrate_weights']
+           'interactive_step', 'play_tile', 'validate', 'validation_summary', 'rng_state', 'set_rng_state',
+           'save_checkpoint', 'list_checkpoints', 'read_checkpoint', 'latest_checkpoint', 'restore_checkpoint',
+           'resolve_device', 'setup_distributed', 'plot_metrics', 'instance_target_fn', 'check_expert_dir',
+           'train_config', 'budget_total', 'train', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds',
+           'calibrate_threshold', 'calibrate_weights']
 
 # %% ../nbs/07_training.ipynb #a6c7e69d
 def prompt_tensors(states, # list of B PromptState
@@ -56,14 +57,10 @@ def set_epoch(ds, epoch:int):
         for d in ds.datasets: set_epoch(d, epoch)
     elif hasattr(ds, "dataset"): set_epoch(ds.dataset, epoch)
 
-def load_uncertainty(folder, stem:str, shape) -> np.ndarray:
-    "Cached expert uncertainty map `<folder>/<stem>.npy` -> (H,W) float32, checked against the sample's shape."
-    p = Path(folder) / f"{stem}.npy"
-    if not p.exists(): raise FileNotFoundError(f"no expert uncertainty map {p} for tile {stem!r}")
-    u = np.load(p).astype(np.float32)
-    if u.shape != tuple(shape):
-        raise ValueError(f"uncertainty map {p} has shape {u.shape}, expected the sample's {tuple(shape)}: expert-guided "
-                         "prompts need maps of the training sample's size (full tiles: crop=None)")
+def expert_map(folder, stem:str, shape) -> np.ndarray:
+    "Cached expert uncertainty map of tile `stem` (`roadgie.prompts.load_uncertainty`), which must exist and fit `shape`."
+    u = load_uncertainty(folder, stem, shape)
+    if u is None: raise FileNotFoundError(f"no expert uncertainty map {Path(folder) / f'{stem}.npy'} for tile {stem!r}")
     return u
 
 class TrainSamples(Dataset):
@@ -85,7 +82,7 @@ class TrainSamples(Dataset):
         m = item["mask"][0].numpy() > 0.5
         item["tube"] = torch.from_numpy(skeleton_tube(m, self.radius))[None]
         if "uncertainty" in item: u = np.asarray(item["uncertainty"], np.float32)   # a dataset that crops maps along
-        else: u = load_uncertainty(self.udir, item["stem"], m.shape) if self.udir is not None else None
+        else: u = expert_map(self.udir, item["stem"], m.shape) if self.udir is not None else None
         if u is not None: item["uncertainty"] = torch.from_numpy(u)
         if self.initial_kind is not None:
             rng = np.random.default_rng([self.seed, self.epoch, i, 7])
@@ -119,26 +116,25 @@ def training_datasets(data_root=None, # folder with tiles.csv; None = training_d
                       synthetic_fraction:float=0.0, # share of synthetic worlds in the training set, in [0,1)
                       seed:int=0,
                       max_train_tiles:int|None=None, max_val_tiles:int|None=None,
-                      uncertainty_dir=None, # expert uncertainty maps <stem>.npy (see `load_uncertainty`)
+                      uncertainty_dir=None, # expert uncertainty maps <stem>.npy (see `expert_map`)
                       scale=None, # (lo, hi) zoom range of training crops (`roadgie.data.scaled_crop`); None = native
                       p_empty:float=0.0, # share of samples with no round-1 prompt (see `TrainSamples`)
-                      exclude_sources=None): # sources left out of train and val (e.g. to test on imagery never seen)
+                      exclude_sources=None, # sources left out of train and val (e.g. to test on imagery never seen)
+                      prompt_kind:str="mixed"): # round-1 prompt kind (see `TrainSamples`)
     "-> (train dataset with tubes, val dataset at full size) for `train`."
     if not 0 <= synthetic_fraction < 1:
         raise ValueError(f"expected synthetic_fraction in [0, 1), got {synthetic_fraction}")
     root = Path(data_root) if data_root is not None else training_data_root()
-    tr = _subset(RoadTiles(root, split="train", size=crop, augment=True, seed=seed, scale=scale), max_train_tiles)
-    va = _subset(RoadTiles(root, split="val", size=None, augment=False, seed=seed), max_val_tiles)
-    if exclude_sources:
-        for d in (tr, va):
-            base = d.dataset if isinstance(d, torch.utils.data.Subset) else d
-            if isinstance(d, torch.utils.data.Subset): raise ValueError("exclude_sources cannot be combined with max_*_tiles")
-            base.records = [r for r in base.records if r["source"] not in set(exclude_sources)]
+    tr = RoadTiles(root, split="train", size=crop, augment=True, seed=seed, scale=scale)
+    va = RoadTiles(root, split="val", size=None, augment=False, seed=seed)
+    if exclude_sources:   # before the subsets, so max_*_tiles count the sources that remain
+        for d in (tr, va): d.records = [r for r in d.records if r["source"] not in set(exclude_sources)]
+    tr, va = _subset(tr, max_train_tiles), _subset(va, max_val_tiles)
     if len(tr) == 0: raise ValueError(f"no training tiles (split 'train') under {root}")
     if synthetic_fraction > 0:
         n_syn = max(1, round(len(tr) * synthetic_fraction / (1 - synthetic_fraction)))
         tr = ConcatDataset([tr, SyntheticTiles(n_syn, crop, seed)])
-    return TrainSamples(tr, seed=seed, uncertainty_dir=uncertainty_dir, p_empty=p_empty), va
+    return TrainSamples(tr, seed=seed, uncertainty_dir=uncertainty_dir, p_empty=p_empty, initial_kind=prompt_kind), va
 
 # %% ../nbs/07_training.ipynb #ae4136d8
 class ResumableSampler(DistributedSampler):
@@ -261,7 +257,7 @@ def validate(model, dataset, # items with image (3,H,W), mask (1,H,W), source, s
         model.train(was_training)
     return rows
 
-def summarize(rows) -> "pd.DataFrame":
+def validation_summary(rows) -> "pd.DataFrame":
     "Mean of every metric per (round, source), plus source 'all' (mean over tiles)."
     import pandas as pd
     df = pd.DataFrame(rows).drop(columns=["tile", "stem"], errors="ignore")
@@ -477,7 +473,8 @@ TRAIN_DEFAULTS = dict(data_root=None, model="lite", epochs=1, batch=8, crop=256,
     instance_targets=False, expert_uncertainty_dir=None, max_train_tiles=None, max_val_tiles=None,
     weight_decay=0.01, warmup=None, clip=1.0, grad_policy="first+random", threshold=0.5, ckpt_minutes=5.0,
     ckpt_steps=0, keep=2, val_every=1, final_full=False, threads=None, max_steps=None, fit_budget=True, progress=True,
-    channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None, exclude_sources=None)
+    channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None, exclude_sources=None,
+    loss=None, prompt_kind="mixed")
 
 def train_config(**config) -> dict:
     "TRAIN_DEFAULTS updated with `config`, checked: unknown names and bad values raise ValueError."
@@ -493,6 +490,11 @@ def train_config(**config) -> dict:
     if c["max_minutes"] is not None and c["max_minutes"] <= 0:
         raise ValueError(f"expected max_minutes > 0 or None, got {c['max_minutes']!r}")
     if c["resume"] and c["out_dir"] is None: raise ValueError("resume=True needs out_dir (where the checkpoints are)")
+    if c["loss"] is not None:
+        if not isinstance(c["loss"], dict): raise ValueError(f"expected loss a dict of RoadGIELoss options or None, got {c['loss']!r}")
+        try: RoadGIELoss(**c["loss"])   # unknown names and negative weights raise here, before any data is read
+        except TypeError as e: raise ValueError(f"loss: {e}; expected some of focal, dice, skeleton, cldice, gamma, alpha") from None
+    if c["prompt_kind"] != "mixed": _check_kind(c["prompt_kind"])
     return c
 
 # %% ../nbs/07_training.ipynb #35f2d3d4
@@ -518,7 +520,7 @@ def train(**config) -> dict:
     _seed_all(c["seed"])
     train_ds, val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
                                          c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"], c["p_empty"],
-                                         c["exclude_sources"])
+                                         c["exclude_sources"], c["prompt_kind"])
     sampler = ResumableSampler(train_ds, world, rank, shuffle=True, seed=c["seed"])
     spe = math.ceil(sampler.num_samples / c["batch"])
     net = build_model(c["model"])
@@ -532,7 +534,7 @@ def train(**config) -> dict:
     total = c["epochs"] * spe
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(total, c["warmup"] if c["warmup"] is not None
                                                                  else min(200, max(1, total // 20))))
-    loss_fn = RoadGIELoss(log_unused=False)
+    loss_fn = RoadGIELoss(**{"log_unused": False, **(c["loss"] or {})})
     epoch0, batch0, step, best, best_epoch, rows = 0, 0, 0, -1.0, None, []
     prev = dict(train_s_total=0.0, wall_s_total=0.0, sessions=0)   # earlier sessions of a resumed run
     if c["resume"]:
@@ -588,11 +590,12 @@ def train(**config) -> dict:
             gset = pick_grad_rounds(c["rounds"], k_grad, rng, c["grad_policy"])
             opt.zero_grad(set_to_none=True)
             logs = interactive_step(net, b, loss_fn, rng, c["rounds"], gset, dev, amp, target_fn=target_fn,
-                                    threshold=c["threshold"], channels_last=c["channels_last"])
+                                    threshold=c["threshold"], channels_last=c["channels_last"], correction_kind=c["prompt_kind"])
             torch.nn.utils.clip_grad_norm_(params, c["clip"])
             opt.step(); sched.step(); step += 1
             _accumulate(acc, logs); train_s += time.time() - t0; steps_s += 1
-            bar.set_postfix(loss=f"{sum(d['loss'] for d in logs.values()):.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{sum(d['loss'] for d in logs.values()):.3f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+                            refresh=False)   # the bar redraws at its own pace (every 30 s in a log file)
             elapsed = time.time() - t_session
             want = ((c["max_steps"] and step >= c["max_steps"]) or step >= sched.lr_lambdas[0].total
                     or (budget is not None and elapsed + 1.5 * val_s + train_s / steps_s > budget))
@@ -613,7 +616,7 @@ def train(**config) -> dict:
             (stop and reason != "max_steps")
         if main and do_val and len(val_ds):
             tv = time.time()
-            sm = summarize(validate(_unwrap(net), val_ds, c["rounds"], c["seed"], dev, c["threshold"], kind=c["val_kind"], amp_dtype=amp))
+            sm = validation_summary(validate(_unwrap(net), val_ds, c["rounds"], c["seed"], dev, c["threshold"], kind=c["val_kind"], amp_dtype=amp))
             val_s = time.time() - tv
             for r in sm.to_dict("records"): rows.append(dict(r, epoch=epoch, step=step, phase="val", lr=lr_now))
             score = float(sm[sm.source == "all"].dice.mean())
@@ -655,7 +658,7 @@ def train(**config) -> dict:
         if not (out / "best.safetensors").exists(): _save_weights(net, out / "best.safetensors", c["model"])
         if len(val_ds):
             shipped = load_model(out / "best.safetensors").to(dev)
-            sm = summarize(validate(shipped, val_ds, c["rounds"], c["seed"], dev, c["threshold"], full=c["final_full"], kind=c["val_kind"],
+            sm = validation_summary(validate(shipped, val_ds, c["rounds"], c["seed"], dev, c["threshold"], full=c["final_full"], kind=c["val_kind"],
                                     amp_dtype=amp))
             rows = [r for r in rows if r["phase"] != "final"]
             rows += [dict(r, epoch=best_epoch if best_epoch is not None else -1, step=step, phase="final")
@@ -762,7 +765,7 @@ def ship_run(run_dir, # a finished `train` output folder (best.safetensors, resu
     minutes = sum(json.loads((s / "result.json").read_text()).get("total_train_minutes", 0) for s in stages)
     recipe = {k: cfg[k] for k in ("model", "batch", "crop", "rounds", "grad_rounds", "grad_policy", "lr", "weight_decay",
                                   "clip", "synthetic_fraction", "scale", "p_empty", "threads", "workers", "seed", "device",
-                                  "max_minutes", "val_kind") if k in cfg}
+                                  "max_minutes", "val_kind", "loss", "prompt_kind") if k in cfg}
     card = [f"# {name}: model card", "",
             f"RoadGIE `{cfg['model']}` network (`roadgie.model.build_model('{cfg['model']}')`) trained by `roadgie.training.train` "
             "with simulated interaction rounds; loaded by `roadgie.model.load_pretrained()`.", "",
@@ -777,11 +780,12 @@ def ship_run(run_dir, # a finished `train` output folder (best.safetensors, resu
             "sources do not have), with the paper's augmentation; validation on full tiles.", "",
             "## Recipe", "",
             f"{len(stages)} stage(s), {minutes:.0f} min of training in all:", "", *[_stage_line(s) for s in stages], "",
-            f"Each interactive batch plays {cfg['rounds']} rounds: round 1 from simulated initial prompts (kind 'mixed': "
-            "points, centre/line/Bezier scribbles and traced centrelines, 1-3 positive, 0-3 negative; "
+            f"Each interactive batch plays {cfg['rounds']} rounds: round 1 from simulated initial prompts ("
+            + ("kind 'mixed': points, centre/line/Bezier scribbles and traced centrelines" if cfg.get("prompt_kind", "mixed") == "mixed"
+               else f"kind '{cfg['prompt_kind']}'") + ", 1-3 positive, 0-3 negative; "
             f"{float(cfg.get('p_empty') or 0):.0%} of samples get none), later rounds from corrections (strategy 'sample') "
             "of the previous round's prediction, whose logits are fed back. Loss per round: focal + soft Dice + "
-            f"prompt-excluded skeleton recall, summed over the back-propagated rounds ({cfg['grad_rounds'] or 'all'} per "
+            f"prompt-excluded skeleton recall (options {cfg.get('loss') or 'the defaults'}), summed over the back-propagated rounds ({cfg['grad_rounds'] or 'all'} per "
             f"batch, policy '{cfg.get('grad_policy')}', the others under no_grad). AdamW with linear warm-up and cosine decay "
             "per step (fitted to the time budget), gradient clipping; fp32 on the CPU, bf16 autocast on CUDA.", "",
             "```json", json.dumps(recipe, indent=1), "```", "",
@@ -845,7 +849,7 @@ def calibrate_threshold(model, dataset, # validation items (RoadTiles-style)
     import pandas as pd
     rows = []
     for t in thresholds:
-        s = summarize(validate(model, dataset, rounds, seed, threshold=t)); a = s[s.source == "all"]
+        s = validation_summary(validate(model, dataset, rounds, seed, threshold=t)); a = s[s.source == "all"]
         rows.append(dict(threshold=t, mean_dice=float(a.dice.mean()), **{f"dice_r{r}": float(d) for r, d in zip(a["round"], a.dice)}))
     df = pd.DataFrame(rows)
     return float(df.loc[df.mean_dice.idxmax(), "threshold"]), df

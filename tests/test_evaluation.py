@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from skimage.morphology import disk
 
-from roadgie.evaluation import (METRICS, noc, run_benchmark, simulate_user, summarize, tile_table, markdown_table,
+from roadgie.evaluation import (METRICS, noc, run_benchmark, simulate_user, summarize, noc_per_tile, markdown_table,
                                 largest_component)
 from roadgie.prompts import PromptState, correction_prompts, simulate_prompt
 from roadgie.synthetic import make_world
@@ -82,7 +82,7 @@ def test_noc_counting():
     assert noc([0.1] * 10) == 11                      # never: capped at R + 1
     df = pd.DataFrame(dict(method="m", source=["s"] * 6 + ["t"] * 3, stem=["a"] * 3 + ["b"] * 3 + ["c"] * 3,
                            round=[1, 2, 3] * 3, dice=[0.5, 0.81, 0.9, 0.9, 0.9, 0.9, 0.1, 0.2, 0.3]))
-    tt = tile_table(df).set_index("stem")
+    tt = noc_per_tile(df).set_index("stem")
     assert tt["noc@0.80"].to_dict() == {"a": 2, "b": 1, "c": 4}
     assert tt["noc@0.85"].to_dict() == {"a": 3, "b": 1, "c": 4}
     for k in METRICS:
