@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_evaluation.ipynb #0a60c33c
 from __future__ import annotations
-import hashlib, tempfile, time, warnings, zlib
+import copy, hashlib, math, tempfile, time, warnings, zlib
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -19,7 +19,8 @@ from .interactive import InteractiveSession, PromptDilation, as_predictor
 __all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'METHOD_NOTES', 'road_width', 'PromptsAlone', 'RandomWalker',
            'Automatic', 'load_network', 'check_methods', 'make_methods', 'prompt_faithfulness', 'simulate_user', 'noc',
            'noc_per_tile', 'mean_ci', 'report_rounds', 'summarize', 'markdown_table', 'table_legend', 'plot_curves',
-           'plot_worst', 'select_tiles', 'run_benchmark', 'write_outputs', 'annotator_table', 'faithfulness_table']
+           'plot_worst', 'select_tiles', 'run_benchmark', 'write_outputs', 'annotator_table', 'faithfulness_table',
+           'compare_models', 'recipe_table']
 
 # %% ../nbs/08_evaluation.ipynb #01953563
 METRICS = ("dice", "recall", "precision", "iou", "cldice", "apls", "b0_error", "b1_error")
@@ -487,3 +488,38 @@ def faithfulness_table(runs, # dict annotator -> per-round DataFrame, run folder
             lines.append(f"| {ann} | {m} | {d.pos_road.mean():.2%} | {d.neg_background.mean():.2%} | {d.local.mean():.2%} |")
     return "\n".join(lines)
 
+
+# %% ../nbs/08_evaluation.ipynb #8d644ad2
+def compare_models(models:dict, # name -> checkpoint path (or nn.Module)
+                   data_root=None, split:str="val", kinds=("centre", "bezier"),
+                   thresholds=(0.5, 0.8), # probabilities of the trained networks (their own offsets are replaced)
+                   rounds:int=10, max_tiles:int|None=None, seed:int=0, verbose:bool=False) -> pd.DataFrame:
+    "Per-round rows (column `kind` = annotator) of every model at every threshold, the strokes alone, and each model without prompts."
+    from roadgie.model import load_model
+    if not models: raise ValueError("expected at least one model: a dict name -> checkpoint path")
+    bad = [t for t in thresholds if not 0 < t < 1]
+    if bad: raise ValueError(f"expected thresholds strictly between 0 and 1, got {bad}")
+    def net(spec, t):
+        m = load_model(spec) if isinstance(spec, (str, Path)) else copy.deepcopy(spec)
+        m.logit_offset = math.log(t / (1 - t)); return m.eval()
+    methods = {f"{n}@{t:g}": net(s, t) for n, s in models.items() for t in thresholds}
+    methods.update({f"{n} no prompts@{t:g}": Automatic(as_predictor(methods[f"{n}@{t:g}"])) for n in models for t in thresholds})
+    methods["prompts"] = None
+    rows = [run_benchmark(data_root, split, rounds, k, methods, max_tiles=max_tiles, seed=seed, verbose=verbose).assign(kind=k)
+            for k in kinds]
+    return pd.concat(rows, ignore_index=True)
+
+def recipe_table(df, # rows of `compare_models`
+                 rounds=(1, 3, 5, 10)) -> pd.DataFrame:
+    "One row per method: mean Dice after `rounds` per annotator, centre Dice@5 per source, and the no-prompt Dice."
+    rounds = [r for r in rounds if r <= df["round"].max()]
+    d = df.assign(base=df.method.str.replace(" no prompts", "", regex=False))
+    out = pd.DataFrame(index=pd.Index(sorted(d.base[~df.method.str.contains(" no prompts")].unique()), name="method"))
+    for k, g in df[~df.method.str.contains(" no prompts")].groupby("kind"):
+        t = g[g["round"].isin(rounds)].pivot_table(index="method", columns="round", values="dice")
+        out = out.join(t.rename(columns=lambda r: f"{k} r{r}"))
+    k0, r5 = ("centre" if "centre" in set(df.kind) else df.kind.iloc[0]), min(5, int(df["round"].max()))
+    c5 = df[(df.kind == k0) & (df["round"] == r5) & ~df.method.str.contains(" no prompts")]
+    out = out.join(c5.pivot_table(index="method", columns="source", values="dice").rename(columns=lambda s: f"{k0} r{r5} {s}"))
+    npr = d[df.method.str.contains(" no prompts") & (df["round"] == 1)].groupby("base").dice.mean().rename("no prompts")
+    return out.join(npr)
