@@ -24,7 +24,7 @@ __all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 
            'interactive_step', 'play_tile', 'validate', 'validation_summary', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'list_checkpoints', 'read_checkpoint', 'latest_checkpoint', 'restore_checkpoint',
            'resolve_device', 'setup_distributed', 'plot_metrics', 'instance_target_fn', 'check_expert_dir',
-           'train_config', 'budget_total', 'train', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds',
+           'train_config', 'budget_total', 'train', 'TrainRun', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds',
            'calibrate_threshold', 'calibrate_weights']
 
 # %% ../nbs/07_training.ipynb #a6c7e69d
@@ -506,175 +506,211 @@ def budget_total(step:int, planned:int, warmup:int, left_s:float, s_per_step:flo
 # %% ../nbs/07_training.ipynb #e1ca4791
 def train(**config) -> dict:
     "Train a RoadGIE model with simulated interaction rounds (see TRAIN_DEFAULTS) -> summary dict of the run."
-    c = train_config(**config); t_start = time.time()
-    dev = resolve_device(c["device"]); rank, world = setup_distributed(dev); main = rank == 0
-    if c["threads"]: torch.set_num_threads(int(c["threads"]))
-    amp = torch.bfloat16 if dev.type == "cuda" else None
-    k_grad = c["grad_rounds"] if c["grad_rounds"] is not None else (2 if dev.type == "cpu" else None)
-    if c["out_dir"] is None:
-        if world > 1: raise ValueError("distributed runs need out_dir (shared by all ranks)")
-        import tempfile; c["out_dir"] = tempfile.mkdtemp(prefix="roadgie-train-")
-    out = Path(c["out_dir"]); ck_dir = out / "checkpoints"
-    if main: out.mkdir(parents=True, exist_ok=True)
-    target_fn = instance_target_fn(c["instance_targets"]); udir = check_expert_dir(c["expert_uncertainty_dir"])
-    _seed_all(c["seed"])
-    train_ds, val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
-                                         c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"], c["p_empty"],
-                                         c["exclude_sources"], c["prompt_kind"])
-    sampler = ResumableSampler(train_ds, world, rank, shuffle=True, seed=c["seed"])
-    spe = math.ceil(sampler.num_samples / c["batch"])
-    net = build_model(c["model"])
-    if c["init"] is not None: net.load_state_dict(_init_weights(c["init"], c["model"]))   # e.g. a pre-training stage
-    net = net.to(dev)
-    if c["channels_last"]: net = net.to(memory_format=torch.channels_last)
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=c["lr"], weight_decay=c["weight_decay"])
-    total = c["epochs"] * spe
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(total, c["warmup"] if c["warmup"] is not None
-                                                                 else min(200, max(1, total // 20))))
-    loss_fn = RoadGIELoss(**{"log_unused": False, **(c["loss"] or {})})
-    epoch0, batch0, step, best, best_epoch, rows = 0, 0, 0, -1.0, None, []
-    prev = dict(train_s_total=0.0, wall_s_total=0.0, sessions=0)   # earlier sessions of a resumed run
-    if c["resume"]:
-        ck = latest_checkpoint(ck_dir)
-        if ck is None: print(f"resume: no valid checkpoint in {ck_dir}; starting from scratch")
-        else:
-            js = restore_checkpoint(ck, net, opt, sched)
-            epoch0, batch0, step = js["epoch"], js["batch_in_epoch"], js["step"]
-            best, best_epoch = js.get("best", -1.0), js.get("best_epoch")
-            prev = {k: js.get(k, v) for k, v in prev.items()}
-            if main: print(f"resumed from {ck[0]} (epoch {epoch0}, batch {batch0}, step {step})")
-            if (out / "metrics.csv").exists():
-                import pandas as pd
-                old = pd.read_csv(out / "metrics.csv")
-                rows = old[(old.epoch < epoch0) & (old.phase != "final")].to_dict("records")
-    if c["fit_budget"] and c["max_minutes"] and sched.lr_lambdas[0].total < total:
-        sched.lr_lambdas[0].total = total   # a new session with a new budget: re-fitted at its first epoch end
-    resolved = dict(c, world=world, device=str(dev), grad_rounds=k_grad,
-                    data_root=str(Path(c["data_root"]) if c["data_root"] is not None else training_data_root()))
-    if main: (out / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
-    t_session, train_s, steps_s, val_s, last_ck = time.time(), 0.0, 0, 0.0, time.time()
-    budget = c["max_minutes"] * 60 if c["max_minutes"] else None
-    stop, reason = False, "done"
+    run = TrainRun(train_config(**config))        # device, data, network, optimiser, schedule; resumed if asked
+    for epoch in range(run.epoch0, run.c["epochs"]):
+        run.play_epoch(epoch)                     # batches of simulated interaction rounds, checkpoints on the way
+        run.end_epoch(epoch)                      # log, validate (best weights), checkpoint, re-fit the schedule
+        if run.stop: break
+    return run.finish()                           # final and best weights, final validation, result.json
 
-    def checkpoint(epoch, b_in_epoch):
-        nonlocal last_ck
-        if main:
-            save_checkpoint(ck_dir, net, opt, sched, dict(epoch=epoch, batch_in_epoch=b_in_epoch, step=step, best=best,
-                            best_epoch=best_epoch, config={k: str(v) for k, v in c.items()}, **totals()), keep=c["keep"])
-        last_ck = time.time()
+class TrainRun:
+    "The state of one training session (`train`): its pieces, counters and timers, and the steps that move them."
+    def __init__(self, c:dict):
+        self.c, self.t_start = c, time.time()
+        self.dev = resolve_device(c["device"]); self.rank, self.world = setup_distributed(self.dev); self.main = self.rank == 0
+        if c["threads"]: torch.set_num_threads(int(c["threads"]))
+        self.amp = torch.bfloat16 if self.dev.type == "cuda" else None
+        self.k_grad = c["grad_rounds"] if c["grad_rounds"] is not None else (2 if self.dev.type == "cpu" else None)
+        if c["out_dir"] is None:
+            if self.world > 1: raise ValueError("distributed runs need out_dir (shared by all ranks)")
+            import tempfile; c["out_dir"] = tempfile.mkdtemp(prefix="roadgie-train-")
+        self.out = Path(c["out_dir"]); self.ck_dir = self.out / "checkpoints"
+        if self.main: self.out.mkdir(parents=True, exist_ok=True)
+        self.target_fn = instance_target_fn(c["instance_targets"]); udir = check_expert_dir(c["expert_uncertainty_dir"])
+        _seed_all(c["seed"])
+        self.train_ds, self.val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
+                                                       c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"],
+                                                       c["p_empty"], c["exclude_sources"], c["prompt_kind"])
+        self.sampler = ResumableSampler(self.train_ds, self.world, self.rank, shuffle=True, seed=c["seed"])
+        self.spe = math.ceil(self.sampler.num_samples / c["batch"])
+        self._build_network()
+        self.loss_fn = RoadGIELoss(**{"log_unused": False, **(c["loss"] or {})})
+        self.epoch0, self.batch0, self.step, self.best, self.best_epoch, self.rows = 0, 0, 0, -1.0, None, []
+        self.prev = dict(train_s_total=0.0, wall_s_total=0.0, sessions=0)   # earlier sessions of a resumed run
+        if c["resume"]: self._resume()
+        if c["fit_budget"] and c["max_minutes"] and self.sched.lr_lambdas[0].total < self.total:
+            self.sched.lr_lambdas[0].total = self.total   # a new session with a new budget: re-fitted at its first epoch end
+        resolved = dict(c, world=self.world, device=str(self.dev), grad_rounds=self.k_grad,
+                        data_root=str(Path(c["data_root"]) if c["data_root"] is not None else training_data_root()))
+        if self.main: (self.out / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
+        self.t_session, self.train_s, self.steps_s, self.val_s, self.last_ck = time.time(), 0.0, 0, 0.0, time.time()
+        self.budget = c["max_minutes"] * 60 if c["max_minutes"] else None
+        self.stop, self.reason, self.acc, self.b_i = False, "done", {}, -1
 
-    def totals():
-        return dict(train_s_total=prev["train_s_total"] + train_s, wall_s_total=prev["wall_s_total"] + time.time() - t_session,
-                    sessions=prev["sessions"] + 1)
+    def _build_network(self):
+        "The network (from `init` weights if given; DDP-wrapped when distributed), AdamW and the warm-up cosine schedule."
+        c = self.c; net = build_model(c["model"])
+        if c["init"] is not None: net.load_state_dict(_init_weights(c["init"], c["model"]))   # e.g. a pre-training stage
+        net = net.to(self.dev)
+        if c["channels_last"]: net = net.to(memory_format=torch.channels_last)
+        if self.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        self.net, self.params = net, [p for p in net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=c["lr"], weight_decay=c["weight_decay"])
+        self.total = c["epochs"] * self.spe
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, WarmupCosine(self.total, c["warmup"] if c["warmup"] is not None
+                                                                              else min(200, max(1, self.total // 20))))
 
-    def sync_flag(flag: bool) -> bool:
-        if world == 1: return flag
-        t = torch.tensor([float(flag)], device=dev); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item())
+    def _resume(self):
+        "Continue from the newest valid checkpoint: weights, optimiser, schedule, counters, RNG and the metrics so far."
+        ck = latest_checkpoint(self.ck_dir)
+        if ck is None: print(f"resume: no valid checkpoint in {self.ck_dir}; starting from scratch"); return
+        js = restore_checkpoint(ck, self.net, self.opt, self.sched)
+        self.epoch0, self.batch0, self.step = js["epoch"], js["batch_in_epoch"], js["step"]
+        self.best, self.best_epoch = js.get("best", -1.0), js.get("best_epoch")
+        self.prev = {k: js.get(k, v) for k, v in self.prev.items()}
+        if self.main: print(f"resumed from {ck[0]} (epoch {self.epoch0}, batch {self.batch0}, step {self.step})")
+        if (self.out / "metrics.csv").exists():
+            import pandas as pd
+            old = pd.read_csv(self.out / "metrics.csv")
+            self.rows = old[(old.epoch < self.epoch0) & (old.phase != "final")].to_dict("records")
 
-    if c["progress"] == "text": from tqdm import tqdm   # plain text on stderr (consoles, papermill logs)
-    else: from tqdm.auto import tqdm
-    for epoch in range(epoch0, c["epochs"]):
-        skip = batch0 if epoch == epoch0 else 0
-        sampler.set_epoch(epoch, skip=skip * c["batch"]); set_epoch(train_ds, epoch)
-        loader = DataLoader(train_ds, batch_size=c["batch"], sampler=sampler, num_workers=c["workers"],
+    def totals(self) -> dict:
+        "Training and wall seconds and sessions of the whole run, earlier sessions included."
+        return dict(train_s_total=self.prev["train_s_total"] + self.train_s,
+                    wall_s_total=self.prev["wall_s_total"] + time.time() - self.t_session, sessions=self.prev["sessions"] + 1)
+
+    def checkpoint(self, epoch:int, b_in_epoch:int):
+        "Save a resumable checkpoint at (epoch, batch within it) (rank 0 writes; every rank resets its clock)."
+        if self.main:
+            save_checkpoint(self.ck_dir, self.net, self.opt, self.sched, dict(epoch=epoch, batch_in_epoch=b_in_epoch,
+                            step=self.step, best=self.best, best_epoch=self.best_epoch,
+                            config={k: str(v) for k, v in self.c.items()}, **self.totals()), keep=self.c["keep"])
+        self.last_ck = time.time()
+
+    def sync_flag(self, flag:bool) -> bool:
+        "True on every rank when it is true on any (so all ranks stop at the same step)."
+        if self.world == 1: return flag
+        t = torch.tensor([float(flag)], device=self.dev); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item())
+
+    def _stop_reason(self) -> str|None:
+        "Why the run stops after this step (max_steps, the schedule's end, the time budget), or None to go on."
+        c, sched_total = self.c, self.sched.lr_lambdas[0].total
+        late = self.budget is not None and (time.time() - self.t_session + 1.5 * self.val_s
+                                            + self.train_s / self.steps_s > self.budget)
+        if not self.sync_flag(bool((c["max_steps"] and self.step >= c["max_steps"]) or self.step >= sched_total or late)):
+            return None
+        if self.step >= self.total: return "done"   # the planned schedule simply ended
+        return ("max_steps" if c["max_steps"] and self.step >= c["max_steps"] else
+                "schedule" if self.step >= sched_total else "max_minutes")
+
+    def play_epoch(self, epoch:int):
+        "One epoch of optimiser steps, each over `rounds` simulated interaction rounds of a batch (resumed mid-epoch if so)."
+        c = self.c
+        if c["progress"] == "text": from tqdm import tqdm   # plain text on stderr (consoles, papermill logs)
+        else: from tqdm.auto import tqdm
+        skip = self.batch0 if epoch == self.epoch0 else 0
+        self.sampler.set_epoch(epoch, skip=skip * c["batch"]); set_epoch(self.train_ds, epoch)
+        loader = DataLoader(self.train_ds, batch_size=c["batch"], sampler=self.sampler, num_workers=c["workers"],
                             generator=torch.Generator().manual_seed(c["seed"] * 1000 + epoch))
-        acc, b_i = {}, skip - 1
-        bar = tqdm(loader, total=spe, initial=skip, desc=f"epoch {epoch + 1}/{c['epochs']}", leave=False,
-                   disable=not (main and c["progress"]), mininterval=1 if sys.stderr.isatty() else 30, file=sys.stderr)
-        for b_i, b in enumerate(bar, start=skip):
+        self.acc, self.b_i = {}, skip - 1
+        bar = tqdm(loader, total=self.spe, initial=skip, desc=f"epoch {epoch + 1}/{c['epochs']}", leave=False,
+                   disable=not (self.main and c["progress"]), mininterval=1 if sys.stderr.isatty() else 30, file=sys.stderr)
+        for self.b_i, b in enumerate(bar, start=skip):
             t0 = time.time()
-            rng = np.random.default_rng([c["seed"], epoch, b_i, rank])
-            gset = pick_grad_rounds(c["rounds"], k_grad, rng, c["grad_policy"])
-            opt.zero_grad(set_to_none=True)
-            logs = interactive_step(net, b, loss_fn, rng, c["rounds"], gset, dev, amp, target_fn=target_fn,
-                                    threshold=c["threshold"], channels_last=c["channels_last"], correction_kind=c["prompt_kind"])
-            torch.nn.utils.clip_grad_norm_(params, c["clip"])
-            opt.step(); sched.step(); step += 1
-            _accumulate(acc, logs); train_s += time.time() - t0; steps_s += 1
-            bar.set_postfix(loss=f"{sum(d['loss'] for d in logs.values()):.3f}", lr=f"{sched.get_last_lr()[0]:.2e}",
+            rng = np.random.default_rng([c["seed"], epoch, self.b_i, self.rank])
+            self.opt.zero_grad(set_to_none=True)
+            logs = interactive_step(self.net, b, self.loss_fn, rng, c["rounds"],
+                                    pick_grad_rounds(c["rounds"], self.k_grad, rng, c["grad_policy"]), self.dev, self.amp,
+                                    target_fn=self.target_fn, threshold=c["threshold"], channels_last=c["channels_last"],
+                                    correction_kind=c["prompt_kind"])
+            torch.nn.utils.clip_grad_norm_(self.params, c["clip"])
+            self.opt.step(); self.sched.step(); self.step += 1
+            _accumulate(self.acc, logs); self.train_s += time.time() - t0; self.steps_s += 1
+            bar.set_postfix(loss=f"{sum(d['loss'] for d in logs.values()):.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}",
                             refresh=False)   # the bar redraws at its own pace (every 30 s in a log file)
-            elapsed = time.time() - t_session
-            want = ((c["max_steps"] and step >= c["max_steps"]) or step >= sched.lr_lambdas[0].total
-                    or (budget is not None and elapsed + 1.5 * val_s + train_s / steps_s > budget))
-            if sync_flag(bool(want)):
-                stop = True
-                reason = "max_steps" if c["max_steps"] and step >= c["max_steps"] else \
-                    "schedule" if step >= sched.lr_lambdas[0].total else "max_minutes"
-                if step >= total: reason = "done"   # the planned schedule simply ended
-                break
-            if (c["ckpt_steps"] and step % c["ckpt_steps"] == 0) or time.time() - last_ck > c["ckpt_minutes"] * 60:
-                checkpoint(epoch, b_i + 1)
+            reason = self._stop_reason()
+            if reason is not None: self.stop, self.reason = True, reason; break
+            if (c["ckpt_steps"] and self.step % c["ckpt_steps"] == 0) or time.time() - self.last_ck > c["ckpt_minutes"] * 60:
+                self.checkpoint(epoch, self.b_i + 1)
         bar.close()
-        lr_now = sched.get_last_lr()[0]
-        rows += _round_rows(acc, epoch, step, lr_now) if main else []
-        finished_epoch = not stop or b_i + 1 >= spe
+
+    def end_epoch(self, epoch:int):
+        "Log the epoch; validate when due (keeping the best weights); checkpoint; re-fit the schedule to the time left."
+        c, lr_now = self.c, self.sched.get_last_lr()[0]
+        self.rows += _round_rows(self.acc, epoch, self.step, lr_now) if self.main else []
+        finished = not self.stop or self.b_i + 1 >= self.spe
         # validate every val_every epochs, after the last one, and when a budget or the schedule ends the run mid-epoch
-        do_val = (finished_epoch and ((epoch + 1) % c["val_every"] == 0 or epoch + 1 == c["epochs"])) or \
-            (stop and reason != "max_steps")
-        if main and do_val and len(val_ds):
-            tv = time.time()
-            sm = validation_summary(validate(_unwrap(net), val_ds, c["rounds"], c["seed"], dev, c["threshold"], kind=c["val_kind"], amp_dtype=amp))
-            val_s = time.time() - tv
-            for r in sm.to_dict("records"): rows.append(dict(r, epoch=epoch, step=step, phase="val", lr=lr_now))
-            score = float(sm[sm.source == "all"].dice.mean())
-            if score > best:
-                best, best_epoch = score, epoch
-                _save_weights(net, out / "best.safetensors", c["model"])
-            last = sm[(sm.source == "all") & (sm["round"] == c["rounds"])].dice.item()
-            print(f"epoch {epoch + 1}/{c['epochs']} step {step}: train loss {sum(d['loss'] / d['_n'] for d in acc.values()) if acc else float('nan'):.3f}, "
-                  f"val Dice round 1 {sm[(sm.source == 'all') & (sm['round'] == 1)].dice.item():.3f}, round {c['rounds']} "
-                  f"{last:.3f} (best mean {best:.3f}); {(time.time() - t_start) / 60:.1f} min, ETA "
-                  f"{_eta_min(time.time() - t_start, step, sched.lr_lambdas[0].total):.1f} min", flush=True)
-        if main and not (do_val and len(val_ds)):
-            el = time.time() - t_start
-            print(f"epoch {epoch + 1}/{c['epochs']} step {step}: train loss "
-                  f"{sum(d['loss'] / d['_n'] for d in acc.values()) if acc else float('nan'):.3f}; {el / 60:.1f} min, "
-                  f"ETA {_eta_min(el, step, sched.lr_lambdas[0].total):.1f} min", flush=True)
-        if stop and not finished_epoch:   # resumable from the next batch of this epoch
-            checkpoint(epoch, b_i + 1)
-            if main: _write_metrics(rows, out)
-            break
-        if c["fit_budget"] and budget is not None and steps_s:   # re-fit the schedule's end to the remaining budget
-            left = budget - (time.time() - t_session) - 1.5 * val_s
-            t = torch.tensor([float(budget_total(step, total, sched.lr_lambdas[0].warmup, left, train_s / steps_s,
-                                                 val_s / spe))], device=dev)
-            if world > 1: dist.broadcast(t, 0)
-            sched.lr_lambdas[0].total = int(t.item())
-        checkpoint(epoch + 1, 0)
-        if main: _write_metrics(rows, out)
-        if stop: break
-    if world > 1:
-        for bf in _unwrap(net).buffers(): dist.broadcast(bf.data, 0)
-        (out / "ddp").mkdir(exist_ok=True, parents=True)
-        (out / "ddp" / f"rank{rank}.sha256").write_text(_weights_digest(net))
-    result = dict(out_dir=str(out), steps=step, stopped=reason, world=world, device=str(dev),
-                  samples_per_hour=(steps_s * c["batch"] * world) / max(train_s, 1e-9) * 3600,
-                  train_minutes=train_s / 60)
-    if main:
-        _save_weights(net, out / "final.safetensors", c["model"])
-        if not (out / "best.safetensors").exists(): _save_weights(net, out / "best.safetensors", c["model"])
-        if len(val_ds):
-            shipped = load_model(out / "best.safetensors").to(dev)
-            sm = validation_summary(validate(shipped, val_ds, c["rounds"], c["seed"], dev, c["threshold"], full=c["final_full"], kind=c["val_kind"],
-                                    amp_dtype=amp))
-            rows = [r for r in rows if r["phase"] != "final"]
-            rows += [dict(r, epoch=best_epoch if best_epoch is not None else -1, step=step, phase="final")
-                     for r in sm.to_dict("records")]
-            result["final"] = sm
-        _write_metrics(rows, out)
-        tot = totals()
-        result.update(best=best, best_epoch=best_epoch, wall_minutes=(time.time() - t_start) / 60,
-                      total_train_minutes=tot["train_s_total"] / 60, total_wall_minutes=tot["wall_s_total"] / 60,
-                      sessions=tot["sessions"],
-                      final_weights=str(out / "final.safetensors"), best_weights=str(out / "best.safetensors"),
-                      metrics=str(out / "metrics.csv"), plot=str(out / "metrics.png"))
-        (out / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "final"}, indent=1, default=str))
-        print(f"training {reason} after {step} steps; outputs in {out}", flush=True)
-    if world > 1: dist.barrier()
-    return result
+        due = (finished and ((epoch + 1) % c["val_every"] == 0 or epoch + 1 == c["epochs"])) or \
+            (self.stop and self.reason != "max_steps")
+        val = self.validate(epoch, lr_now) if self.main and due and len(self.val_ds) else None
+        if self.main:
+            el = time.time() - self.t_start
+            loss = sum(d["loss"] / d["_n"] for d in self.acc.values()) if self.acc else float("nan")
+            print(f"epoch {epoch + 1}/{c['epochs']} step {self.step}: train loss {loss:.3f}" + (val or "")
+                  + f"; {el / 60:.1f} min, ETA {_eta_min(el, self.step, self.sched.lr_lambdas[0].total):.1f} min", flush=True)
+        if self.stop and not finished:   # resumable from the next batch of this epoch
+            self.checkpoint(epoch, self.b_i + 1)
+            if self.main: _write_metrics(self.rows, self.out)
+            return
+        if c["fit_budget"] and self.budget is not None and self.steps_s: self._refit_schedule()
+        self.checkpoint(epoch + 1, 0)
+        if self.main: _write_metrics(self.rows, self.out)
+
+    def validate(self, epoch:int, lr:float) -> str:
+        "Play the benchmark's protocol on the val tiles, log the rows, keep the best weights -> a note for the epoch's line."
+        c, tv = self.c, time.time()
+        sm = validation_summary(validate(_unwrap(self.net), self.val_ds, c["rounds"], c["seed"], self.dev, c["threshold"],
+                                         kind=c["val_kind"], amp_dtype=self.amp))
+        self.val_s = time.time() - tv
+        self.rows += [dict(r, epoch=epoch, step=self.step, phase="val", lr=lr) for r in sm.to_dict("records")]
+        score = float(sm[sm.source == "all"].dice.mean())
+        if score > self.best:
+            self.best, self.best_epoch = score, epoch
+            _save_weights(self.net, self.out / "best.safetensors", c["model"])
+        d = lambda r: sm[(sm.source == "all") & (sm["round"] == r)].dice.item()
+        return f", val Dice round 1 {d(1):.3f}, round {c['rounds']} {d(c['rounds']):.3f} (best mean {self.best:.3f})"
+
+    def _refit_schedule(self):
+        "Move the cosine schedule's end so that it finishes inside the time budget left (agreed by every rank)."
+        left = self.budget - (time.time() - self.t_session) - 1.5 * self.val_s
+        lam = self.sched.lr_lambdas[0]
+        t = torch.tensor([float(budget_total(self.step, self.total, lam.warmup, left, self.train_s / self.steps_s,
+                                             self.val_s / self.spe))], device=self.dev)
+        if self.world > 1: dist.broadcast(t, 0)
+        lam.total = int(t.item())
+
+    def finish(self) -> dict:
+        "Final and best weights, the best weights validated once more, metrics.csv/png and result.json -> the result."
+        c, out = self.c, self.out
+        if self.world > 1:
+            for bf in _unwrap(self.net).buffers(): dist.broadcast(bf.data, 0)
+            (out / "ddp").mkdir(exist_ok=True, parents=True)
+            (out / "ddp" / f"rank{self.rank}.sha256").write_text(_weights_digest(self.net))
+        result = dict(out_dir=str(out), steps=self.step, stopped=self.reason, world=self.world, device=str(self.dev),
+                      samples_per_hour=(self.steps_s * c["batch"] * self.world) / max(self.train_s, 1e-9) * 3600,
+                      train_minutes=self.train_s / 60)
+        if self.main:
+            _save_weights(self.net, out / "final.safetensors", c["model"])
+            if not (out / "best.safetensors").exists(): _save_weights(self.net, out / "best.safetensors", c["model"])
+            if len(self.val_ds):
+                shipped = load_model(out / "best.safetensors").to(self.dev)
+                sm = validation_summary(validate(shipped, self.val_ds, c["rounds"], c["seed"], self.dev, c["threshold"],
+                                                 full=c["final_full"], kind=c["val_kind"], amp_dtype=self.amp))
+                self.rows = [r for r in self.rows if r["phase"] != "final"] + [
+                    dict(r, epoch=self.best_epoch if self.best_epoch is not None else -1, step=self.step, phase="final")
+                    for r in sm.to_dict("records")]
+                result["final"] = sm
+            _write_metrics(self.rows, out)
+            tot = self.totals()
+            result.update(best=self.best, best_epoch=self.best_epoch, wall_minutes=(time.time() - self.t_start) / 60,
+                          total_train_minutes=tot["train_s_total"] / 60, total_wall_minutes=tot["wall_s_total"] / 60,
+                          sessions=tot["sessions"], final_weights=str(out / "final.safetensors"),
+                          best_weights=str(out / "best.safetensors"), metrics=str(out / "metrics.csv"), plot=str(out / "metrics.png"))
+            (out / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "final"}, indent=1, default=str))
+            print(f"training {self.reason} after {self.step} steps; outputs in {out}", flush=True)
+        if self.world > 1: dist.barrier()
+        return result
 
 def _init_weights(path, name:str) -> dict:
     "State dict of the `name` network saved at `path` (`load_model`), to start a run from; ValueError if it is another network."
@@ -780,14 +816,7 @@ def ship_run(run_dir, # a finished `train` output folder (best.safetensors, resu
             "sources do not have), with the paper's augmentation; validation on full tiles.", "",
             "## Recipe", "",
             f"{len(stages)} stage(s), {minutes:.0f} min of training in all:", "", *[_stage_line(s) for s in stages], "",
-            f"Each interactive batch plays {cfg['rounds']} rounds: round 1 from simulated initial prompts ("
-            + ("kind 'mixed': points, centre/line/Bezier scribbles and traced centrelines" if cfg.get("prompt_kind", "mixed") == "mixed"
-               else f"kind '{cfg['prompt_kind']}'") + ", 1-3 positive, 0-3 negative; "
-            f"{float(cfg.get('p_empty') or 0):.0%} of samples get none), later rounds from corrections (strategy 'sample') "
-            "of the previous round's prediction, whose logits are fed back. Loss per round: focal + soft Dice + "
-            f"prompt-excluded skeleton recall (options {cfg.get('loss') or 'the defaults'}), summed over the back-propagated rounds ({cfg['grad_rounds'] or 'all'} per "
-            f"batch, policy '{cfg.get('grad_policy')}', the others under no_grad). AdamW with linear warm-up and cosine decay "
-            "per step (fitted to the time budget), gradient clipping; fp32 on the CPU, bf16 autocast on CUDA.", "",
+            _recipe_text(cfg), "",
             "```json", json.dumps(recipe, indent=1), "```", "",
             "## Run", "",
             f"- last stage stopped: {res['stopped']} after {res['steps']} optimiser steps, best val Dice at epoch "
@@ -802,18 +831,34 @@ def ship_run(run_dir, # a finished `train` output folder (best.safetensors, resu
     if "apls" in fin and fin.apls.notna().any():
         card += ["### APLS per round", "", _md_table(fin, "apls"), ""]
     if benchmark: card += ["## Test split: both annotators", "", benchmark, ""]
-    card += ["## Reproduce", "", "```"] + [
-        "python -m roadgie.training " + " ".join(f"--{k} {_cli_value(c[k])}" for k in (
-            "data_root", "model", "epochs", "batch", "crop", "rounds", "grad_rounds", "lr", "scale", "p_empty", "init",
-            "workers", "threads", "seed", "max_minutes", "val_every", "max_val_tiles", "out_dir") if c.get(k) not in (None, "None"))
-        for c in (json.loads((s / "config.json").read_text()) for s in stages)] + ["```", ""]
-    (dest / "README.md").write_text("\n".join(card))
+    card += ["## Reproduce", "", "```"] + [_reproduce_line(json.loads((s / "config.json").read_text())) for s in stages]
+    (dest / "README.md").write_text("\n".join(card + ["```", ""]))
     return dest / f"{name}.safetensors"
+
+def _recipe_text(cfg:dict) -> str:
+    "The card's paragraph on what one interactive batch does, from a run's config."
+    kind = ("kind 'mixed': points, centre/line/Bezier scribbles and traced centrelines"
+            if cfg.get("prompt_kind", "mixed") == "mixed" else f"kind '{cfg['prompt_kind']}'")
+    return (f"Each interactive batch plays {cfg['rounds']} rounds: round 1 from simulated initial prompts ({kind}, 1-3 "
+            f"positive, 0-3 negative; {float(cfg.get('p_empty') or 0):.0%} of samples get none), later rounds from "
+            "corrections (strategy 'sample') of the previous round's prediction, whose logits are fed back. Loss per round: "
+            f"focal + soft Dice + prompt-excluded skeleton recall (options {cfg.get('loss') or 'the defaults'}), summed over "
+            f"the back-propagated rounds ({cfg['grad_rounds'] or 'all'} per batch, policy '{cfg.get('grad_policy')}', the "
+            "others under no_grad). AdamW with linear warm-up and cosine decay per step (fitted to the time budget), "
+            "gradient clipping; fp32 on the CPU, bf16 autocast on CUDA.")
+
+def _reproduce_line(cfg:dict) -> str:
+    "The `python -m roadgie.training` command of one stage, from its config."
+    keys = ("data_root", "model", "epochs", "batch", "crop", "rounds", "grad_rounds", "lr", "scale", "p_empty", "loss",
+            "prompt_kind", "exclude_sources", "init", "workers", "threads", "seed", "max_minutes", "max_steps", "val_every",
+            "max_val_tiles", "out_dir")
+    return "python -m roadgie.training " + " ".join(f"--{k} {_cli_value(cfg[k])}" for k in keys
+                                                    if cfg.get(k) not in (None, "None") and not (k == "prompt_kind" and cfg[k] == "mixed"))
 
 def _cli_value(v) -> str:
     "A config value as a shell-safe command-line word for `python -m roadgie.training`."
     s = str(tuple(v) if isinstance(v, list) else v).replace(" ", "")
-    return f'"{s}"' if any(ch in s for ch in "()[],") else s
+    return f'"{s}"' if any(ch in s for ch in "()[],{}'") else s
 
 def tile_counts(root) -> "pd.DataFrame":
     "Number of tiles per source and split under `root`."
