@@ -123,7 +123,7 @@ class ScribbleWidget(W.VBox):
         self.buttons = {b: W.Button(description=b, layout=W.Layout(width="auto", flex="0 0 auto")) for b in BUTTONS}
         self.tool = W.ToggleButtons(options=TOOLS, tooltips=["draw strokes", "single clicks", "click a road segment to "
                                     "delete it, shift-click to keep it", "drag to move (or alt-drag, arrow keys)"],
-                                    style={"button_width": "76px"})
+                                    style={"button_width": "84px"})
         self.brush = W.IntSlider(3, min=1, max=15, description="Brush px")
         self.threshold = W.FloatSlider(session_kw.pop("threshold", 0.5), min=0.05, max=0.95, step=0.05, description="Threshold")
         self.opacity = W.FloatSlider(0.5, min=0.0, max=1.0, step=0.05, description="Opacity")

@@ -308,7 +308,7 @@ def test_scene_widget_in_jupyterlab(tmp_path):
             for i, r in enumerate(roads):
                 _drag(page, to_page, r); _wait_status(page, f"{i + 1} prompts"); time.sleep(1.5)
             both = _canvas_pixels(page, canvas.element_handle())
-            canvas.locator("xpath=..").screenshot(path=str(out / "scene_strokes.png"))
+            canvas.locator("xpath=ancestor::div[contains(@class, 'widget-vbox')][1]").screenshot(path=str(out / "scene_strokes.png"))
             ov = _overlay_pixels(both, shown)
             near = [(ov & (d <= 8)).sum() for d in dists]
             far = (ov & (np.minimum(*dists) > 20)).sum()
