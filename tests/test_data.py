@@ -72,7 +72,7 @@ def test_shared_splits_and_training_crops(shared_roads):
 def test_bundled_samples():
     root = samples_dir()
     if not (root / "tiles.csv").exists():
-        pytest.skip(f"{root / 'tiles.csv'} not generated yet (nbs/01_synthetic.ipynb writes it)")
+        pytest.skip(f"{root / 'tiles.csv'} not generated yet (nbs/04_synthetic.ipynb writes it)")
     ds = RoadTiles(root)
     assert len(ds) >= 1
     it = ds[0]
