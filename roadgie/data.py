@@ -17,7 +17,7 @@ from scipy import ndimage
 __all__ = ['IMAGE_EXTS', 'SPLIT_VAL', 'SPLIT_SEED', 'repo_root', 'samples_dir', 'shared_roads_dir', 'default_data_root',
            'training_data_root', 'to_rgb', 'load_image', 'as_mask', 'load_mask', 'save_image', 'save_mask',
            'random_crop', 'scaled_crop', 'augment_pair', 'benchmark_augment', 'hash_split', 'find_tiles', 'tile_table',
-           'RoadTiles', 'show_tiles']
+           'load_uncertainty', 'RoadTiles', 'show_tiles']
 
 # %% ../nbs/00_data.ipynb #22821759
 def repo_root() -> Path:
@@ -159,12 +159,12 @@ def _hw(size) -> tuple[int, int]:
     return int(h), int(w)
 
 def random_crop(image: np.ndarray, mask: np.ndarray, size, rng: np.random.Generator):
-    "Random (h,w) window of image (H,W,3) and mask (H,W), zero-padding any side that is too small."
+    "Random (h,w) window of image (H,W,C) and mask (H,W), zero-padding any side that is too small."
     h, w = _hw(size); H, W = mask.shape
     ph, pw = max(h, H), max(w, W)
     if (ph, pw) != (H, W):
         oy, ox = rng.integers(0, ph - H + 1), rng.integers(0, pw - W + 1)
-        pi = np.zeros((ph, pw, 3), image.dtype); pm = np.zeros((ph, pw), bool)
+        pi = np.zeros((ph, pw, image.shape[2]), image.dtype); pm = np.zeros((ph, pw), bool)
         pi[oy:oy+H, ox:ox+W] = image; pm[oy:oy+H, ox:ox+W] = mask
         image, mask = pi, pm
     y, x = rng.integers(0, ph - h + 1), rng.integers(0, pw - w + 1)
@@ -207,16 +207,20 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     "Gaussian blur of a (C,H,W) tensor per channel, kernel 5 (radius 2) as in the paper, mirror padding."
     return torch.from_numpy(ndimage.gaussian_filter(x.numpy(), (0, sigma, sigma), radius=(0, 2, 2), mode="mirror"))
 
-def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, p: float = 0.5):
-    "Paper-recipe augmentation of image (H,W,3) float32 [0,1] and mask (H,W) bool -> same shapes; each op with prob p."
+def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, p: float = 0.5,
+                 extra: np.ndarray | None = None): # (H,W) float map moved with the mask (e.g. expert uncertainty)
+    "Paper-recipe augmentation of image (H,W,3) float32 [0,1] and mask (H,W) bool (+ `extra`) -> same shapes; each op with prob p."
     if image.ndim != 3 or image.shape[-1] != 3 or image.shape[:2] != mask.shape:
         raise ValueError(f"expected image (H,W,3) and mask (H,W) of the same size, got {image.shape} and {mask.shape}")
+    if extra is not None and np.shape(extra) != mask.shape:
+        raise ValueError(f"expected extra of the mask's shape {mask.shape}, got {np.shape(extra)}")
     H, W = mask.shape
     on = rng.random(9) < p                                  # hflip, vflip, rotate, scale, shift, bright, contrast, blur, noise
     ang, sc, tx, ty, br, ct, sg, ns = rng.uniform([0, 0.8, -0.2, -0.2, -0.1, 0.8, 0.1, 0], [360, 1.1, 0.2, 0.2, 0.1, 1.2, 1.1, 0.05])
     seed = int(rng.integers(2**62))
-    x = torch.empty(4, H, W)
+    x = torch.empty(4 + (extra is not None), H, W)
     x[:3] = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1); x[3] = torch.from_numpy(np.asarray(mask, bool))
+    if extra is not None: x[4] = torch.from_numpy(np.asarray(extra, np.float32))
     if on[2] or on[3] or on[4]:
         x = _warp(x, _theta(H, W, ang if on[2] else 0, sc if on[3] else 1, *((tx, ty) if on[4] else (0, 0)), on[0], on[1]))
     elif on[0] or on[1]: x = x.flip([d for d, f in ((2, on[0]), (1, on[1])) if f])
@@ -225,7 +229,8 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, 
     if on[6]: m = img.mean(); img = (img - m) * ct + m
     if on[7]: img = _blur(img, sg)
     if on[8]: img = img + torch.randn(img.shape, generator=torch.Generator().manual_seed(seed)) * ns
-    return img.clamp(0, 1).permute(1, 2, 0).contiguous().numpy(), msk.numpy()
+    out = img.clamp(0, 1).permute(1, 2, 0).contiguous().numpy(), msk.numpy()
+    return out if extra is None else (*out, x[4].numpy())
 
 # %% ../nbs/00_data.ipynb #dbc396bb
 def benchmark_augment(n: int = 20, size: int = 400, seed: int = 0, threads: int = 1) -> dict:
@@ -349,13 +354,28 @@ def tile_table(root=None, split=None) -> pd.DataFrame:
     "The tiles under root as a DataFrame with columns stem, split, source (default root: `default_data_root()`)."
     return pd.DataFrame(find_tiles(root or default_data_root(), split))[["stem", "split", "source"]]
 
+# %% ../nbs/00_data.ipynb #ce237944
+def load_uncertainty(cache_dir, stem:str,
+                     shape=None): # (H,W) the map must have (e.g. the training sample's), or None: any
+    "The cached uncertainty (H,W) float32 of tile `stem`, or None when it is not in `cache_dir`; a wrong shape raises."
+    path = Path(cache_dir) / f"{stem}.npy"
+    if not path.exists(): return None
+    u = np.load(path).astype(np.float32)
+    if shape is not None and u.shape != tuple(shape):
+        raise ValueError(f"uncertainty map {path} has shape {u.shape}, expected {tuple(shape)}: a map has its tile's size "
+                         "(recompute the cache with roadgie.prompts.compute_uncertainty)")
+    return u
+
+
 # %% ../nbs/00_data.ipynb #f11c8cd3
 class RoadTiles(torch.utils.data.Dataset):
     "Road tiles under `root` (index, images/+masks/, or DeepGlobe layout) as dicts of image (3,H,W), mask (1,H,W), source, stem."
     def __init__(self, root=None, split=None, size=None, augment: bool = False, seed: int = 0, threshold: float = 0.5,
-                 scale=None): # (lo, hi): zoom crops by a random factor (`scaled_crop`); None = native resolution
+                 scale=None, # (lo, hi): zoom crops by a random factor (`scaled_crop`); None = native resolution
+                 uncertainty_dir=None): # cached per-tile maps <stem>.npy, cropped and augmented with each tile
         self.root = Path(root) if root is not None else default_data_root()
         self.split, self.augment, self.seed, self.threshold, self.epoch, self.scale = split, augment, seed, threshold, 0, scale
+        self.uncertainty_dir = uncertainty_dir
         self.size = None if size is None else _hw(size)
         self.records = find_tiles(self.root, split)
 
@@ -376,12 +396,20 @@ class RoadTiles(torch.utils.data.Dataset):
         if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} tiles")
         i = i % len(self); r = self.records[i]
         img, msk = self.load(i)
+        u = None
+        if self.uncertainty_dir is not None:   # rides along as a 4th image channel through the crop, then with the mask
+            u = load_uncertainty(self.uncertainty_dir, r["stem"], msk.shape)
+            if u is None: raise FileNotFoundError(f"no uncertainty map {Path(self.uncertainty_dir) / (r['stem'] + '.npy')} for tile {r['stem']!r}")
+            img = np.concatenate([img, u[..., None]], -1)
         rng = np.random.default_rng([self.seed, self.epoch, i])
         if self.size is not None and self.scale is not None: img, msk = scaled_crop(img, msk, self.size, rng, self.scale)
         elif self.size is not None: img, msk = random_crop(img, msk, self.size, rng)
-        if self.augment: img, msk = augment_pair(img, msk, rng)
-        return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+        if u is not None: img, u = img[..., :3], img[..., 3]
+        if self.augment: img, msk, *u = augment_pair(img, msk, rng, extra=u); u = u[0] if u else None
+        item = {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
                 "mask": torch.from_numpy(msk[None].astype(np.float32)), "source": r["source"], "stem": r["stem"]}
+        if u is not None: item["uncertainty"] = torch.from_numpy(np.ascontiguousarray(u, np.float32))
+        return item
 
     def __repr__(self): return f"RoadTiles({self.root}, split={self.split!r}, n={len(self)}, size={self.size}, augment={self.augment})"
 

@@ -17,10 +17,11 @@ from skimage.morphology import skeletonize
 __all__ = ['KINDS', 'draw_disk', 'draw_polyline', 'sampling_weights', 'displace', 'skeleton_graph', 'skeleton_path',
            'centre_path', 'largest_component', 'simulate_prompt', 'PromptState', 'initial_prompts', 'error_components',
            'correction_prompts', 'round_rng', 'initial_prompt', 'correction_prompt', 'uncertainty_map',
-           'compute_uncertainty', 'load_uncertainty', 'benchmark_prompts', 'as_mask']
+           'compute_uncertainty', 'benchmark_prompts', 'as_mask']
 
 # %% ../nbs/05_prompts.ipynb #66ae5db9
 from .data import as_mask      # the one mask rule, re-exported: roadgie.prompts.as_mask
+from .data import load_uncertainty   # reads back the maps `compute_uncertainty` caches
 _all_ = ["as_mask"]
 
 # %% ../nbs/05_prompts.ipynb #88bac1bd
@@ -452,17 +453,6 @@ def compute_uncertainty(predict_fns, dataset, cache_dir, overwrite=False) -> dic
             np.save(path, U.astype(np.float16))
         paths[stem] = path
     return paths
-
-def load_uncertainty(cache_dir, stem:str,
-                     shape=None): # (H,W) the map must have (e.g. the training sample's), or None: any
-    "The cached uncertainty (H,W) float32 of tile `stem`, or None when it is not in `cache_dir`; a wrong shape raises."
-    path = Path(cache_dir) / f"{stem}.npy"
-    if not path.exists(): return None
-    u = np.load(path).astype(np.float32)
-    if shape is not None and u.shape != tuple(shape):
-        raise ValueError(f"uncertainty map {path} has shape {u.shape}, expected {tuple(shape)}: expert-guided prompts need "
-                         "maps of the sample's size (in training: full tiles, crop=None)")
-    return u
 
 # %% ../nbs/05_prompts.ipynb #70a931d4
 def benchmark_prompts(size=512, repeats=7, kind="bezier", seed=0) -> dict:

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from .data import RoadTiles, training_data_root
 from .model import build_model, save_model, load_model
 from .prompts import (PromptState, initial_prompts, correction_prompts, round_rng, initial_prompt, correction_prompt,
-                             load_uncertainty, _check_kind)
+                             _check_kind)
+from .data import load_uncertainty
 from .losses import RoadGIELoss, skeleton_tube, focal_loss, soft_dice_loss, skeleton_recall_loss, soft_cldice_loss
 from .metrics import dice, evaluate
 
@@ -124,8 +125,11 @@ def training_datasets(data_root=None, # folder with tiles.csv; None = training_d
     "-> (train dataset with tubes, val dataset at full size) for `train`."
     if not 0 <= synthetic_fraction < 1:
         raise ValueError(f"expected synthetic_fraction in [0, 1), got {synthetic_fraction}")
+    if synthetic_fraction > 0 and uncertainty_dir is not None:
+        raise ValueError("expert-guided prompts (uncertainty_dir) need a map for every training tile; synthetic worlds "
+                         "have none: use synthetic_fraction=0 with them")
     root = Path(data_root) if data_root is not None else training_data_root()
-    tr = RoadTiles(root, split="train", size=crop, augment=True, seed=seed, scale=scale)
+    tr = RoadTiles(root, split="train", size=crop, augment=True, seed=seed, scale=scale, uncertainty_dir=uncertainty_dir)
     va = RoadTiles(root, split="val", size=None, augment=False, seed=seed)
     if exclude_sources:   # before the subsets, so max_*_tiles count the sources that remain
         for d in (tr, va): d.records = [r for r in d.records if r["source"] not in set(exclude_sources)]
@@ -134,7 +138,7 @@ def training_datasets(data_root=None, # folder with tiles.csv; None = training_d
     if synthetic_fraction > 0:
         n_syn = max(1, round(len(tr) * synthetic_fraction / (1 - synthetic_fraction)))
         tr = ConcatDataset([tr, SyntheticTiles(n_syn, crop, seed)])
-    return TrainSamples(tr, seed=seed, uncertainty_dir=uncertainty_dir, p_empty=p_empty, initial_kind=prompt_kind), va
+    return TrainSamples(tr, seed=seed, p_empty=p_empty, initial_kind=prompt_kind), va   # the tiles carry their maps
 
 # %% ../nbs/08_training.ipynb #ae4136d8
 class ResumableSampler(DistributedSampler):
