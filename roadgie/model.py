@@ -125,7 +125,10 @@ class Calibrated(nn.Module):
     def forward(self, x):
         check_input(x)
         o = float(self.logit_offset)
-        if o: x = torch.cat([x[:, :5], x[:, 5:] + o], 1)   # previous logits back to the scale the network learnt
+        if o:   # previous logits back to the scale the network learnt; an all-zero channel is "no previous prediction"
+            prev = x[:, 5:]                                 # (round 1), which the network learnt as zeros: it stays zero
+            none = (prev == 0).flatten(1).all(1).view(-1, 1, 1, 1)
+            x = torch.cat([x[:, :5], torch.where(none, prev, prev + o)], 1)
         y = self.net_forward(x)
         if o: y = y - o
         c = float(self.prompt_clamp)
