@@ -128,7 +128,7 @@ def check_methods(methods) -> dict:
     return out
 
 def make_methods(methods, # names or dict (see `check_methods`)
-                 model=None, # network for "roadgie-lite" and "auto" (see `load_network`)
+                 model=None, # network for "roadgie-lite" (see `load_network`), and for "auto" when given
                  paper_model=None, # checkpoint/module for "paper"; required when "paper" is asked for
                  width:float=7.0, # road width for "prompts" (px)
                  _cache:dict|None=None): # reuse loaded networks between calls
@@ -142,7 +142,9 @@ def make_methods(methods, # names or dict (see `check_methods`)
         if spec is not None: out[name] = net(("extra", name), spec)
         elif name == "roadgie-lite": out[name] = net("lite", model)
         elif name == "auto":
-            if "auto" not in cache: cache["auto"] = Automatic(net("lite", model))
+            if "auto" not in cache:   # the shipped no-prompt network, or the given network without prompts
+                from roadgie.model import load_automatic
+                cache["auto"] = Automatic(net("lite", model) if model is not None else as_predictor(load_automatic()))
             out[name] = cache["auto"]
         elif name == "paper":
             if paper_model is None: raise ValueError('method "paper" needs its weights: pass paper_model=<checkpoint path>')
@@ -282,7 +284,7 @@ def markdown_table(summary, # output of `summarize`
 
 # %% ../nbs/11_evaluation.ipynb #bd90f64e
 METHOD_NOTES = {"roadgie-lite": "the shipped network, driven by the simulated user's prompts",
-                "auto": "the same network with no prompts at all (automatic segmentation)",
+                "auto": "no prompts at all: the shipped automatic network (or the given checkpoint without prompts)",
                 "random-walker": "the classical interactive baseline (random walker) on the same prompts",
                 "prompts": "the prompts alone, drawn at road width (what the user gave)",
                 "paper": "the paper's full-size network on the same prompts"}

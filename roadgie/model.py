@@ -12,11 +12,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['DIRECTIONS', 'MODELS', 'GSD_BAND', 'PRETRAINED_PATH', 'check_input', 'pad_to', 'shear', 'unshear', 'ShearDirectional',
-           'MaskedDirectional', 'line_image', 'direction_response', 'Calibrated', 'PaperDirectionalBlock', 'conv_prelu',
-           'PaperUNet', 'cbr', 'DAM', 'Bottleneck', 'LiteNet', 'build_model', 'count_flops', 'make_input',
-           'export_onnx', 'ort_session', 'Predictor', 'gsd_scale', 'Rescaled', 'save_model', 'load_model',
-           'load_pretrained', 'benchmark', 'bench_table']
+__all__ = ['DIRECTIONS', 'MODELS', 'GSD_BAND', 'PRETRAINED_PATH', 'AUTOMATIC_PATH', 'check_input', 'pad_to', 'shear', 'unshear',
+           'ShearDirectional', 'MaskedDirectional', 'line_image', 'direction_response', 'Calibrated',
+           'PaperDirectionalBlock', 'conv_prelu', 'PaperUNet', 'cbr', 'DAM', 'Bottleneck', 'LiteNet', 'build_model',
+           'count_flops', 'make_input', 'export_onnx', 'ort_session', 'Predictor', 'gsd_scale', 'Rescaled',
+           'save_model', 'load_model', 'load_pretrained', 'load_automatic', 'benchmark', 'bench_table']
 
 # %% ../nbs/02_model.ipynb #378730fe
 def check_input(x):
@@ -445,6 +445,7 @@ def _pretrained_path():
     return Path(str(files("roadgie"))) / "weights" / "roadgie-lite.safetensors"
 
 PRETRAINED_PATH = _pretrained_path()
+AUTOMATIC_PATH = PRETRAINED_PATH.with_name("roadgie-lite-auto.safetensors")
 
 def load_pretrained(path=None):
     "The bundled pretrained `lite` network (PRETRAINED_PATH, or `path`), in eval mode."
@@ -453,6 +454,10 @@ def load_pretrained(path=None):
         raise FileNotFoundError(f"no pretrained weights at {path}: reinstall roadgie (it ships {PRETRAINED_PATH.name}) or "
                                 f"train weights with `roadgie-train` and pass their path")
     return load_model(path)
+
+def load_automatic():
+    "The bundled network for segmentation without any prompt (AUTOMATIC_PATH: the no-prompt pre-training stage), in eval mode."
+    return load_pretrained(AUTOMATIC_PATH)
 
 # %% ../nbs/02_model.ipynb #f6067b8b
 def benchmark(sizes=(256, 512, 1024), names=("paper", "lite"), backends=("torch", "onnx"), repeats=10, slow_repeats=2,
