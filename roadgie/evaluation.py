@@ -140,7 +140,8 @@ def make_methods(methods, # names or dict (see `check_methods`)
     out = {}
     for name, spec in methods.items():
         if spec is not None: out[name] = net(("extra", name), spec)
-        elif name == "roadgie-lite": out[name] = net("lite", model)
+        elif name == "roadgie-lite":   # the shipped pair (interactive network started from the automatic one), or the given one
+            out[name] = net("lite", model) if model is not None else cache.setdefault("shipped", as_predictor(None))
         elif name == "auto":
             if "auto" not in cache:   # the shipped no-prompt network, or the given network without prompts
                 from roadgie.model import load_automatic
@@ -283,7 +284,7 @@ def markdown_table(summary, # output of `summarize`
     return "\n".join(lines)
 
 # %% ../nbs/11_evaluation.ipynb #bd90f64e
-METHOD_NOTES = {"roadgie-lite": "the shipped network, driven by the simulated user's prompts",
+METHOD_NOTES = {"roadgie-lite": "the shipped network, driven by the simulated user's prompts (started from the automatic network's draft)",
                 "auto": "no prompts at all: the shipped automatic network (or the given checkpoint without prompts)",
                 "random-walker": "the classical interactive baseline (random walker) on the same prompts",
                 "prompts": "the prompts alone, drawn at road width (what the user gave)",

@@ -18,9 +18,9 @@ from .prompts import PromptState, draw_polyline, draw_disk
 from .model import gsd_scale, Rescaled
 
 # %% auto #0
-__all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'cover_span',
-           'plan_windows', 'seam_weights', 'blend_windows', 'PromptRecord', 'SessionPrompts', 'InteractiveSession',
-           'skeleton_length', 'benchmark_session', 'benchmark_history']
+__all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'AutoStart',
+           'shipped_predictor', 'cover_span', 'plan_windows', 'seam_weights', 'blend_windows', 'PromptRecord',
+           'SessionPrompts', 'InteractiveSession', 'skeleton_length', 'benchmark_session', 'benchmark_history']
 
 # %% ../nbs/09_interactive.ipynb #62e5dca0
 def as_rgb(image # (H,W), (H,W,1|2|3|4) array: uint8, uint16, bool or float in [0,1]
@@ -118,11 +118,30 @@ def as_predictor(model=None # None (shipped weights), "dilation", an nn.Module, 
     if not (model is None or callable(model) or callable(getattr(model, "predict", None))):
         raise ValueError(f"expected model to be None, 'dilation', an nn.Module, a Predictor or a callable, got {type(model).__name__}")
     import torch
-    if model is None or isinstance(model, torch.nn.Module):
-        from roadgie.model import Predictor, load_pretrained
-        if model is None: model = load_pretrained()  # FileNotFoundError with the expected path when no weights ship
+    if model is None: return shipped_predictor()
+    if isinstance(model, torch.nn.Module):
+        from roadgie.model import Predictor
         model = Predictor(model)
     return model.predict if callable(getattr(model, "predict", None)) else model
+
+class AutoStart:
+    "An interactive predictor whose first round starts from an automatic network's prediction instead of from nothing."
+    def __init__(self, interactive, # callable (image, prompts, prev_logits) -> logits, the network that follows prompts
+                 automatic, # callable, the same signature, run once without prompts
+                 shift:float=0.0): # automatic logits -> the interactive network's logit scale (difference of offsets)
+        self.interactive, self.automatic, self.shift = interactive, automatic, float(shift)
+    def __call__(self, image, prompts, prev_logits=None):
+        if prev_logits is None or not np.any(prev_logits):   # round 1: no previous prediction yet
+            p = np.zeros((2,) + np.shape(image)[:2], np.float32)
+            prev_logits = np.asarray(self.automatic(image, p, None), np.float32) + self.shift
+        return self.interactive(image, prompts, prev_logits)
+    def __repr__(self): return f"AutoStart({self.interactive!r}, {self.automatic!r})"
+
+def shipped_predictor() -> AutoStart:
+    "The shipped interactive network, starting each session from the shipped automatic network's prediction."
+    from roadgie.model import Predictor, load_pretrained, load_automatic
+    i, a = load_pretrained(), load_automatic()   # FileNotFoundError with the expected path when no weights ship
+    return AutoStart(Predictor(i).predict, Predictor(a).predict, a.logit_offset - i.logit_offset)
 
 # %% ../nbs/09_interactive.ipynb #ce6035c2
 def cover_span(lo:int, hi:int, # the span [lo, hi) to cover (clipped to [0, L))
