@@ -141,7 +141,8 @@ def make_methods(methods, # names or dict (see `check_methods`)
     for name, spec in methods.items():
         if spec is not None: out[name] = net(("extra", name), spec)
         elif name == "roadgie-lite":   # the shipped pair (interactive network started from the automatic one), or the given one
-            out[name] = net("lite", model) if model is not None else cache.setdefault("shipped", as_predictor(None))
+            if model is None and "shipped" not in cache: cache["shipped"] = as_predictor(None)
+            out[name] = net("lite", model) if model is not None else cache["shipped"]
         elif name == "auto":
             if "auto" not in cache:   # the shipped no-prompt network, or the given network without prompts
                 from roadgie.model import load_automatic
