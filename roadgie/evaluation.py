@@ -517,13 +517,14 @@ def recipe_table(df, # rows of `compare_models`
                  rounds=(1, 3, 5, 10)) -> pd.DataFrame:
     "One row per method: mean Dice after `rounds` per annotator, centre Dice@5 per source, and the no-prompt Dice."
     rounds = [r for r in rounds if r <= df["round"].max()]
-    d = df.assign(base=df.method.str.replace(" no prompts", "", regex=False))
-    out = pd.DataFrame(index=pd.Index(sorted(d.base[~df.method.str.contains(" no prompts")].unique()), name="method"))
-    for k, g in df[~df.method.str.contains(" no prompts")].groupby("kind"):
+    auto = df.method.str.contains(" no prompts")   # the rows of a model run without prompts
+    led = df[~auto]
+    out = pd.DataFrame(index=pd.Index(sorted(led.method.unique()), name="method"))
+    for k, g in led.groupby("kind"):
         t = g[g["round"].isin(rounds)].pivot_table(index="method", columns="round", values="dice")
         out = out.join(t.rename(columns=lambda r: f"{k} r{r}"))
     k0, r5 = ("centre" if "centre" in set(df.kind) else df.kind.iloc[0]), min(5, int(df["round"].max()))
-    c5 = df[(df.kind == k0) & (df["round"] == r5) & ~df.method.str.contains(" no prompts")]
+    c5 = led[(led.kind == k0) & (led["round"] == r5)]
     out = out.join(c5.pivot_table(index="method", columns="source", values="dice").rename(columns=lambda s: f"{k0} r{r5} {s}"))
-    npr = d[df.method.str.contains(" no prompts") & (df["round"] == 1)].groupby("base").dice.mean().rename("no prompts")
-    return out.join(npr)
+    npr = df[auto & (df["round"] == 1)]
+    return out.join(npr.groupby(npr.method.str.replace(" no prompts", "", regex=False)).dice.mean().rename("no prompts"))

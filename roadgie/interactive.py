@@ -63,8 +63,15 @@ def rasterize_scribble(points, # sequence of (x, y) pixel coordinates, N >= 1
                        width:float=3, # stroke width in pixels
                       ) -> np.ndarray: # (H,W) float32 {0,1}
     "Validate `points` and draw the polyline through them `width` pixels wide."
+    return draw_polyline(shape[:2], check_points(points, shape), _check_width(width))
+
+def _check_width(width) -> float:
     if not np.isfinite(width) or width < 1: raise ValueError(f"expected a stroke width >= 1 pixel, got {width}")
-    return draw_polyline(shape[:2], check_points(points, shape), width)
+    return width
+
+def _check_radius(radius) -> float:
+    if not radius > 0: raise ValueError(f"expected a click radius > 0 pixels, got {radius}")
+    return radius
 
 def rasterize_click(x:float, y:float, # click position in pixels
                     shape, # (H, W) of the image
@@ -72,8 +79,7 @@ def rasterize_click(x:float, y:float, # click position in pixels
                    ) -> np.ndarray: # (H,W) float32 in [0,1]
     "Validate (x, y) and draw a soft disk of `radius` pixels there."
     check_points([(x, y)], shape)
-    if not radius > 0: raise ValueError(f"expected a click radius > 0 pixels, got {radius}")
-    return draw_disk(shape[:2], x, y, radius)
+    return draw_disk(shape[:2], x, y, _check_radius(radius))
 
 # %% ../nbs/09_interactive.ipynb #b55bc9ea
 def _dilate(m, r):
@@ -403,16 +409,14 @@ def add_scribble(self:InteractiveSession, points, # [(x, y), ...] pixel coordina
                  width:float=3): # stroke width in pixels
     "Add a scribble drawn through `points`, `width` pixels wide (rasterised inside its own box only)."
     p = check_points(points, self.shape)
-    if not np.isfinite(width) or width < 1: raise ValueError(f"expected a stroke width >= 1 pixel, got {width}")
-    y0, y1, x0, x1 = _stroke_box(p, width / 2, self.shape)
+    y0, y1, x0, x1 = _stroke_box(p, _check_width(width) / 2, self.shape)
     m = draw_polyline((y1 - y0, x1 - x0), p - (x0, y0), width)
     return self._add(_record("scribble", m, positive, p, width, at=(y0, x0)))
 
 @patch
 def add_click(self:InteractiveSession, x:float, y:float, positive:bool=True):
     "Add a click at (x, y): a soft disk of `click_radius` pixels."
-    p, r = check_points([(x, y)], self.shape), self.click_radius
-    if not r > 0: raise ValueError(f"expected a click radius > 0 pixels, got {r}")
+    p, r = check_points([(x, y)], self.shape), _check_radius(self.click_radius)
     y0, y1, x0, x1 = _stroke_box(p, r + 1, self.shape)
     m = draw_disk((y1 - y0, x1 - x0), x - x0, y - y0, r)
     return self._add(_record("click", m, positive, p, r, at=(y0, x0)))
