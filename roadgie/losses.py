@@ -146,20 +146,22 @@ def soft_cldice_loss(logits, # (B,1,H,W) raw logits
 class RoadGIELoss(nn.Module):
     "Weighted focal + soft Dice + prompt-excluded skeleton recall (+ soft clDice) for one round; tensors (B,1,H,W)."
     def __init__(self, focal=1.0, dice=1.0, skeleton=1.0, cldice=0.0, gamma=2.0, alpha=None, cldice_iters=10,
-                 log_unused=True): # also compute (no grad) and log the zero-weight terms; False skips them (faster)
+                 log_unused=True, # also compute (no grad) and log the zero-weight terms; False skips them (faster)
+                 exclude_prompts=True): # skeleton recall leaves out pixels under prompts (the paper's term); False: plain
         super().__init__()
         self.w = dict(focal=focal, dice=dice, skeleton=skeleton, cldice=cldice)
         for k, v in self.w.items():
             if v < 0: raise ValueError(f"expected a non-negative weight for {k}, got {v}")
         if gamma < 0: raise ValueError(f"expected gamma >= 0, got {gamma}")
         self.gamma, self.alpha, self.cldice_iters, self.log_unused = gamma, alpha, cldice_iters, log_unused
+        self.exclude_prompts = bool(exclude_prompts)
 
     def forward(self, logits, target, tube, prompt_mask=None):
         "Return (total loss tensor, {'focal','dice','skeleton','cldice','total': float})."
         check_b1hw(logits); check_b1hw(target, "target", like=logits); check_b1hw(tube, "tube", like=logits)
         fns = dict(focal=lambda: focal_loss(logits, target, self.gamma, self.alpha),
                    dice=lambda: soft_dice_loss(logits, target),
-                   skeleton=lambda: skeleton_recall_loss(logits, tube, prompt_mask),
+                   skeleton=lambda: skeleton_recall_loss(logits, tube, prompt_mask if self.exclude_prompts else None),
                    cldice=lambda: soft_cldice_loss(logits, target, self.cldice_iters))
         total, logs = logits.new_zeros(()), {}
         for k, fn in fns.items():

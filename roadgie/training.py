@@ -22,11 +22,11 @@ from .metrics import dice, evaluate
 # %% auto #0
 __all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 'set_epoch', 'expert_map', 'TrainSamples',
            'SyntheticTiles', 'training_datasets', 'ResumableSampler', 'WarmupCosine', 'pick_grad_rounds',
-           'interactive_step', 'play_tile', 'validate', 'validation_summary', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'list_checkpoints', 'read_checkpoint', 'latest_checkpoint', 'restore_checkpoint',
-           'resolve_device', 'setup_distributed', 'plot_metrics', 'instance_target_fn', 'check_expert_dir',
-           'train_config', 'budget_total', 'train', 'TrainRun', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds',
-           'calibrate_threshold', 'calibrate_weights']
+           'draft_logits', 'interactive_step', 'play_tile', 'validate', 'validation_summary', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'list_checkpoints', 'read_checkpoint', 'latest_checkpoint',
+           'restore_checkpoint', 'resolve_device', 'setup_distributed', 'plot_metrics', 'instance_target_fn',
+           'check_expert_dir', 'train_config', 'budget_total', 'train', 'TrainRun', 'main', 'ship_run', 'tile_counts',
+           'benchmark_rounds', 'calibrate_threshold', 'calibrate_weights']
 
 # %% ../nbs/08_training.ipynb #a6c7e69d
 def prompt_tensors(states, # list of B PromptState
@@ -179,17 +179,29 @@ def _dice_t(pred, gt):
     inter, tot = (pred & gt).flatten(1).sum(1).float(), (pred.flatten(1).sum(1) + gt.flatten(1).sum(1)).float()
     return torch.where(tot > 0, 2 * inter / tot.clamp(min=1), torch.ones_like(tot))
 
+@torch.no_grad()
+def draft_logits(draft, # a network run without prompts (e.g. `load_automatic()`), or None
+                 image, # (B,3,H,W) float tensor in [0,1]
+                 amp_dtype=None) -> torch.Tensor:
+    "Round 1's previous logits: `draft`'s prediction without prompts on its trained (uncalibrated) scale, or zeros -> (B,1,H,W)."
+    B, _, H, W = image.shape
+    if draft is None: return image.new_zeros(B, 1, H, W)
+    with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
+        y = draft(torch.cat([image, image.new_zeros(B, 3, H, W)], 1))
+    return y.float() + float(getattr(draft, "logit_offset", 0.0))
+
 def interactive_step(model, batch, # dict with image (B,3,H,W), mask (B,1,H,W), tube (B,1,H,W)
                      loss_fn, rng, rounds:int=5, grad_set=None, # 0-based rounds to back-propagate (None = all)
                      device="cpu", amp_dtype=None, initial_kind="mixed", correction_kind="mixed", threshold=0.5,
                      target_fn=None, uncertainty=None, # target_fn(gt (H,W), image (H,W,3), state) -> (H,W) bool
-                     channels_last:bool=False): # feed the network channels_last inputs (3x faster backward on CPU)
+                     channels_last:bool=False, # feed the network channels_last inputs (3x faster backward on CPU)
+                     draft=None): # a network whose no-prompt prediction is round 1's previous logits (`draft_logits`)
     "Play R interaction rounds on a batch (round-1 prompts from batch['prompts'] when present), back-propagating the rounds in grad_set -> {round: {loss, dice, ...}}."
     img, gt, tube = (batch[k].to(device).float() for k in ("image", "mask", "tube"))
     gts = [m[0] > 0.5 for m in batch["mask"].numpy()]
     grad_set = list(range(rounds)) if grad_set is None else sorted(grad_set)
     last = grad_set[-1] if grad_set else rounds - 1
-    prev, logs, states = torch.zeros_like(gt), {}, None
+    prev, logs, states = draft_logits(draft, img, amp_dtype), {}, None
     sync_ctx = getattr(model, "no_sync", None)
     if uncertainty is None and "uncertainty" in batch: uncertainty = list(batch["uncertainty"].numpy())
     for r in range(last + 1):
@@ -224,10 +236,13 @@ def play_tile(model, image, # (3,H,W) float tensor in [0,1]
               gt, # (H,W) bool ground truth the simulated user corrects against
               stem:str="tile", seed:int=0, # the annotator's generators: `round_rng(stem, seed, round)`
               rounds:int=5, device="cpu", threshold:float=0.5, kind:str="centre", amp_dtype=None,
-              keep:bool=False): # also return each round's prompts (a PromptState copy) for figures
+              keep:bool=False, # also return each round's prompts (a PromptState copy) for figures
+              draft=None): # a network whose no-prompt prediction starts the session (`draft_logits`), as in `AutoStart`
     "The benchmark's protocol (`initial_prompt`, then `correction_prompt` per round) on one tile -> list of R (H,W) bool predictions."
     img = image[None].to(device).float()
     prev, state, preds, states = torch.zeros((1, 1) + gt.shape, device=device), PromptState(gt.shape), [], []
+    if draft is not None:   # on the interactive network's calibrated scale, which it shifts back by its own offset
+        prev = draft_logits(draft, img, amp_dtype) - float(getattr(model, "logit_offset", 0.0))
     for r in range(1, rounds + 1):
         rng = round_rng(stem, seed, r)
         p = (initial_prompt(gt, kind, rng), True) if r == 1 else correction_prompt(preds[-1], gt, kind, rng)
@@ -244,7 +259,8 @@ def play_tile(model, image, # (3,H,W) float tensor in [0,1]
 def validate(model, dataset, # items with image (3,H,W), mask (1,H,W), source, stem
              rounds:int=5, seed:int=0, device="cpu", threshold:float=0.5,
              full:bool=False, # add all `evaluate` metrics (APLS, clDice, ...) besides Dice
-             kind:str="centre", amp_dtype=None) -> list[dict]:
+             kind:str="centre", amp_dtype=None,
+             draft=None) -> list[dict]: # a network whose no-prompt prediction starts each tile's session (`play_tile`)
     "Play the benchmark's protocol on every tile with road -> rows {tile, source, stem, round (1-based), dice, ...}."
     was_training = model.training; model.eval()
     rows = []
@@ -252,7 +268,7 @@ def validate(model, dataset, # items with image (3,H,W), mask (1,H,W), source, s
         for i in range(len(dataset)):
             it = dataset[i]; gt = it["mask"][0].numpy() > 0.5
             if not gt.any(): continue                    # the annotator needs a road to start from
-            preds = play_tile(model, it["image"], gt, it["stem"], seed, rounds, device, threshold, kind, amp_dtype)
+            preds = play_tile(model, it["image"], gt, it["stem"], seed, rounds, device, threshold, kind, amp_dtype, draft=draft)
             for r, pred in enumerate(preds):
                 row = dict(tile=i, source=it["source"], stem=it["stem"], round=r + 1, dice=float(dice(pred, gt)))
                 if full: row.update({k: float(v) for k, v in evaluate(pred, gt).items()})
@@ -477,7 +493,7 @@ TRAIN_DEFAULTS = dict(data_root=None, model="lite", epochs=1, batch=8, crop=256,
     instance_targets=False, expert_uncertainty_dir=None, max_train_tiles=None, max_val_tiles=None,
     weight_decay=0.01, warmup=None, clip=1.0, grad_policy="first+random", threshold=0.5, ckpt_minutes=5.0,
     ckpt_steps=0, keep=2, val_every=1, final_full=False, threads=None, max_steps=None, fit_budget=True, progress=True,
-    channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None, exclude_sources=None,
+    channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None, draft=None, exclude_sources=None,
     loss=None, prompt_kind="mixed")
 
 def train_config(**config) -> dict:
@@ -497,7 +513,7 @@ def train_config(**config) -> dict:
     if c["loss"] is not None:
         if not isinstance(c["loss"], dict): raise ValueError(f"expected loss a dict of RoadGIELoss options or None, got {c['loss']!r}")
         try: RoadGIELoss(**c["loss"])   # unknown names and negative weights raise here, before any data is read
-        except TypeError as e: raise ValueError(f"loss: {e}; expected some of focal, dice, skeleton, cldice, gamma, alpha") from None
+        except TypeError as e: raise ValueError(f"loss: {e}; expected some of focal, dice, skeleton, cldice, gamma, alpha, exclude_prompts") from None
     if c["prompt_kind"] != "mixed": _check_kind(c["prompt_kind"])
     return c
 
@@ -538,6 +554,7 @@ class TrainRun:
         self.sampler = ResumableSampler(self.train_ds, self.world, self.rank, shuffle=True, seed=c["seed"])
         self.spe = math.ceil(self.sampler.num_samples / c["batch"])
         self._build_network()
+        self.draft = _load_draft(c["draft"], self.dev)
         self.loss_fn = RoadGIELoss(**{"log_unused": False, **(c["loss"] or {})})
         self.epoch0, self.batch0, self.step, self.best, self.best_epoch, self.rows = 0, 0, 0, -1.0, None, []
         self.prev = dict(train_s_total=0.0, wall_s_total=0.0, sessions=0)   # earlier sessions of a resumed run
@@ -627,7 +644,7 @@ class TrainRun:
             logs = interactive_step(self.net, b, self.loss_fn, rng, c["rounds"],
                                     pick_grad_rounds(c["rounds"], self.k_grad, rng, c["grad_policy"]), self.dev, self.amp,
                                     target_fn=self.target_fn, threshold=c["threshold"], channels_last=c["channels_last"],
-                                    correction_kind=c["prompt_kind"])
+                                    correction_kind=c["prompt_kind"], draft=self.draft)
             torch.nn.utils.clip_grad_norm_(self.params, c["clip"])
             self.opt.step(); self.sched.step(); self.step += 1
             _accumulate(self.acc, logs); self.train_s += time.time() - t0; self.steps_s += 1
@@ -665,7 +682,7 @@ class TrainRun:
         "Play the benchmark's protocol on the val tiles, log the rows, keep the best weights -> a note for the epoch's line."
         c, tv = self.c, time.time()
         sm = validation_summary(validate(_unwrap(self.net), self.val_ds, c["rounds"], c["seed"], self.dev, c["threshold"],
-                                         kind=c["val_kind"], amp_dtype=self.amp))
+                                         kind=c["val_kind"], amp_dtype=self.amp, draft=self.draft))
         self.val_s = time.time() - tv
         self.rows += [dict(r, epoch=epoch, step=self.step, phase="val", lr=lr) for r in sm.to_dict("records")]
         score = float(sm[sm.source == "all"].dice.mean())
@@ -700,7 +717,8 @@ class TrainRun:
             if len(self.val_ds):
                 shipped = load_model(out / "best.safetensors").to(self.dev)
                 sm = validation_summary(validate(shipped, self.val_ds, c["rounds"], c["seed"], self.dev, c["threshold"],
-                                                 full=c["final_full"], kind=c["val_kind"], amp_dtype=self.amp))
+                                                 full=c["final_full"], kind=c["val_kind"], amp_dtype=self.amp,
+                                                 draft=self.draft))
                 self.rows = [r for r in self.rows if r["phase"] != "final"] + [
                     dict(r, epoch=self.best_epoch if self.best_epoch is not None else -1, step=self.step, phase="final")
                     for r in sm.to_dict("records")]
@@ -715,6 +733,13 @@ class TrainRun:
             print(f"training {self.reason} after {self.step} steps; outputs in {out}", flush=True)
         if self.world > 1: dist.barrier()
         return result
+
+def _load_draft(path, device):
+    "The frozen network at `path` that drafts round 1 (`draft` option), or None."
+    if path is None: return None
+    d = load_model(path).to(device).eval()
+    for p in d.parameters(): p.requires_grad_(False)
+    return d
 
 def _init_weights(path, name:str) -> dict:
     "State dict of the `name` network saved at `path` (`load_model`), to start a run from; ValueError if it is another network."
@@ -893,22 +918,24 @@ def benchmark_rounds(model:str="lite", batch:int=8, crop:int=256, rounds:int=5, 
 
 # %% ../nbs/08_training.ipynb #ec64740b
 def calibrate_threshold(model, dataset, # validation items (RoadTiles-style)
-                        thresholds=(0.5, 0.6, 0.7, 0.8, 0.9), rounds:int=5, seed:int=0):
+                        thresholds=(0.5, 0.6, 0.7, 0.8, 0.9), rounds:int=5, seed:int=0,
+                        draft=None): # the network that drafts round 1 in use (`validate`), or None
     "Play the validation protocol at each probability threshold -> (best threshold by Dice averaged over rounds, table)."
     import pandas as pd
     rows = []
     for t in thresholds:
-        s = validation_summary(validate(model, dataset, rounds, seed, threshold=t)); a = s[s.source == "all"]
+        s = validation_summary(validate(model, dataset, rounds, seed, threshold=t, draft=draft)); a = s[s.source == "all"]
         rows.append(dict(threshold=t, mean_dice=float(a.dice.mean()), **{f"dice_r{r}": float(d) for r, d in zip(a["round"], a.dice)}))
     df = pd.DataFrame(rows)
     return float(df.loc[df.mean_dice.idxmax(), "threshold"]), df
 
 def calibrate_weights(path, # weights saved by save_model (uncalibrated: logit_offset 0)
-                      dataset, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9), rounds:int=5, seed:int=0):
+                      dataset, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9), rounds:int=5, seed:int=0,
+                      draft=None): # the network that drafts round 1 in use (e.g. `load_automatic()`), or None
     "Fold the best validation threshold into the weights at `path` as a logit offset; notes it in a README.md beside them."
     net = load_model(path)
     if net.logit_offset: raise ValueError(f"{path} is already calibrated (logit_offset {net.logit_offset:.3f})")
-    t, df = calibrate_threshold(net, dataset, thresholds, rounds, seed)
+    t, df = calibrate_threshold(net, dataset, thresholds, rounds, seed, draft)
     net.logit_offset = math.log(t / (1 - t)); net.config["logit_offset"] = net.logit_offset
     save_model(net, path)
     card = Path(path).parent / "README.md"
