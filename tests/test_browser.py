@@ -1,5 +1,5 @@
 """Real-browser test of the scribble widget: JupyterLab in headless Chromium (playwright) opens a copy of
-nbs/12_widget.ipynb, runs it, drags a scribble along a road of the bundled tile, presses "Segment", checks the overlay
+nbs/13_widget.ipynb, runs it, drags a scribble along a road of the bundled tile, presses "Segment", checks the overlay
 appears along that road and not across the tile, presses "Undo", checks the overlay goes away, reloads the page and checks the canvas is redrawn,
 and saves screenshots under runs/browser/. A second test opens a 4000x4000 georeferenced scene in the widget, zooms in
 (wheel and "+"), pans (the Pan tool), draws strokes along two roads, deletes one of them with the "Pick road" tool, saves
@@ -81,9 +81,9 @@ def _jupyterlab(tmp_path, root):
 
 @pytest.fixture
 def lab(tmp_path):
-    "JupyterLab over a per-run copy of nbs/12_widget.ipynb; yields (base url, token)."
+    "JupyterLab over a per-run copy of nbs/13_widget.ipynb; yields (base url, token)."
     root = tmp_path / "nbs"; root.mkdir()
-    shutil.copy(REPO / "nbs" / "12_widget.ipynb", root / "12_widget.ipynb")
+    shutil.copy(REPO / "nbs" / "13_widget.ipynb", root / "13_widget.ipynb")
     shutil.copy(REPO / "settings.ini", tmp_path / "settings.ini")  # the notebook's last cell runs nbdev_export (into tmp_path)
     with _jupyterlab(tmp_path, root) as server: yield server
 
@@ -177,7 +177,7 @@ def test_widget_in_jupyterlab(lab, tmp_path):
     out = REPO / "runs" / "browser"; out.mkdir(parents=True, exist_ok=True)
     with local_page(tmp_path / "chrome", 1400, 1300) as (page, errors):
         try:
-            _run_all(page, base, token, "12_widget.ipynb")
+            _run_all(page, base, token, "13_widget.ipynb")
             # the widget's canvas: the one whose drawing buffer is the tile's size, once it has pixels
             sel = f"canvas[width='{W}'][height='{H}']"
             page.wait_for_selector(f".jp-OutputArea {sel}", state="attached", timeout=180_000)

@@ -132,7 +132,7 @@ def test_eval_on_own_folder_without_index(own_tiles):
         assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
         assert "has no tiles.csv index, so split test means all 6 tiles" in r.stdout
         out = RUNS / name
-        assert {"table.md", "curves.png", "worst.png", "per_round.csv", "11_evaluation.ipynb"} <= {p.name for p in out.iterdir()}
+        assert {"table.md", "curves.png", "worst.png", "per_round.csv", "12_evaluation.ipynb"} <= {p.name for p in out.iterdir()}
         table = (out / "table.md").read_text()
         assert "## Columns" in table and "**b0 err r1/2**" in table and "**NoC@0.80 (never)**" in table
         assert "mean over 6 tiles" in r.stdout and "roadgie-lite" in r.stdout.split("mean over 6 tiles")[1]
@@ -169,7 +169,7 @@ def test_train_on_own_folder_on_the_console(own_tiles, tmp_path):
     assert both.count("epoch 1/2 step") == 1 and both.count("epoch 2/2 step") == 1     # one line per epoch
     assert "epoch 1/2:" in r.stderr and "%|" in r.stderr                                # a plain-text progress bar
     run_dir = tmp_path / "t"
-    assert (run_dir / "best.safetensors").is_file() and (run_dir / "08_training.ipynb").is_file()
+    assert (run_dir / "best.safetensors").is_file() and (run_dir / "09_training.ipynb").is_file()
     assert json.loads((run_dir / "config.json").read_text())["data_root"] == str(own_tiles)
 
 
@@ -239,7 +239,7 @@ def test_runtime_requirements_run_the_notebooks():
     from roadgie.cli import prepare_notebook, _exports_package
     for nb in sorted((REPO / "nbs").glob("[0-9]*.ipynb")):
         calls = lambda cells: [c for c in cells if _exports_package(c)]
-        if nb.name in ("00_data.ipynb", "11_evaluation.ipynb"): assert calls(nbformat.read(nb, as_version=4).cells), nb.name
+        if nb.name in ("00_data.ipynb", "12_evaluation.ipynb"): assert calls(nbformat.read(nb, as_version=4).cells), nb.name
         assert not calls(prepare_notebook(nb).cells), nb.name
 
 
@@ -251,7 +251,7 @@ def _demo(name, env):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     out = RUNS / name
     assert {p: p.stat().st_mtime_ns for p in (REPO / "roadgie").glob("*.py")} == package   # the package was not rewritten
-    assert (out / "00_data.ipynb").is_file() and (out / "11_evaluation.ipynb").is_file()
+    assert (out / "00_data.ipynb").is_file() and (out / "12_evaluation.ipynb").is_file()
     assert {"data-tiles.png", "data-training-crops.png"} <= {p.name for p in out.iterdir()}
     assert "## Columns" in (out / "eval" / "table.md").read_text() and (out / "eval" / "curves.png").is_file()
     assert f"Outputs in {out}" in r.stdout and "Dice (APLS) after round 1 -> after round 5" in r.stdout

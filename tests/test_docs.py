@@ -247,7 +247,7 @@ if pytest is not None:
     class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *a): pass
 
-    PAGES = [("index", 0), ("05_prompts", 3), ("11_evaluation", 1)]  # page, figures it must show at least
+    PAGES = [("index", 0), ("05_prompts", 3), ("12_evaluation", 1)]  # page, figures it must show at least
 
     @pytest.mark.browser
     @pytest.mark.timeout(1800)

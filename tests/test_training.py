@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from roadgie.data import samples_dir, shared_roads_dir
-from roadgie.training import latest_checkpoint, list_checkpoints, train
+from roadgie.checkpoints import latest_checkpoint, list_checkpoints
+from roadgie.training import train
 
 TINY = dict(batch=2, crop=48, rounds=2, workers=0, max_train_tiles=8, max_val_tiles=1, final_full=False,
             progress=False, threads=1, seed=3)
