@@ -18,7 +18,7 @@ from .evaluation import run_benchmark, select_tiles
 # %% auto #0
 __all__ = ['ARMS', 'COMPARISONS', 'arm_options', 'expert_predictor', 'expert_uncertainty', 'train_expert', 'train_arm',
            'plot_uncertainty', 'split_run_name', 'evaluate_runs', 'effect_table', 'plot_arms', 'prompt_kind_table',
-           'erased_road', 'degradation_rows', 'plot_degradation']
+           'erased_road', 'erased_masks', 'degradation_rows', 'plot_degradation']
 
 # %% ../nbs/17_ablations.ipynb #0e914fff
 ARMS = {
@@ -65,8 +65,15 @@ def expert_uncertainty(experts, # K >= 2 weights paths
 
 # %% ../nbs/17_ablations.ipynb #31ea36ee
 def _train_once(out:Path, **options) -> Path:
-    "Run `train` into `out` unless it finished there before (resumes an interrupted run) -> `out`."
-    if not (out / "result.json").exists(): train(out_dir=str(out), resume=True, max_val_tiles=0, progress=False, **options)
+    "Run `train` into `out` unless it finished there before with the same options (resumes an interrupted run) -> `out`."
+    options = dict(options, max_val_tiles=0, progress=False)
+    cfg = out / "config.json"
+    if cfg.exists():   # a run folder is reused only for the options it was made with: arms stay equal
+        old = json.loads(cfg.read_text())
+        diff = {k: (old.get(k), v) for k, v in options.items() if json.loads(json.dumps(v, default=str)) != old.get(k)
+                and not (k == "data_root" and v is None)}
+        if diff: raise ValueError(f"{out} was trained with other options {diff} (was, now): use another out_root")
+    if not (out / "result.json").exists(): train(out_dir=str(out), resume=True, **options)
     return out
 
 def train_expert(out_root, budget:dict, data_root=None, seed:int=1, threads:int|None=1) -> Path:
@@ -109,6 +116,7 @@ def evaluate_runs(runs:dict, # "<arm>-s<seed>" -> weights path
                   max_tiles:int|None=None, seed:int=0) -> pd.DataFrame:
     "Per-tile, per-round benchmark rows of every run with each annotator (columns kind, arm, seed added)."
     methods = {n: load_model(p) for n, p in runs.items()}
+    data_root = data_root if data_root is not None else training_data_root()
     df = pd.concat([run_benchmark(data_root, split, rounds, k, methods, max_tiles=max_tiles, seed=seed, verbose=False)
                     .assign(kind=k) for k in kinds], ignore_index=True)
     arms = df.method.map(split_run_name)
@@ -130,7 +138,8 @@ def effect_table(df, # rows of `evaluate_runs`
                     a, b = per_seed.loc[(arm, kind, r), m], per_seed.loc[(ref, kind, r), m]
                     both = a.index.intersection(b.index)
                     if not len(both): raise ValueError(f"{arm!r} and {ref!r} share no seed: expected paired runs")
-                    eff = float((a[both] - b[both]).mean())
+                    a, b = a[both], b[both]                  # seeds run for both arms only
+                    eff = float((a - b).mean())
                     spread = float(max(a.max() - a.min(), b.max() - b.min()))
                     rows.append(dict(comparison=q, arm=arm, reference=ref, annotator=kind, metric=m, round=r,
                                      arm_mean=float(a.mean()), reference_mean=float(b.mean()), effect=eff, seed_spread=spread,
@@ -170,12 +179,16 @@ def erased_road(preds, # R (H,W) bool masks, round 1 first
                 gt, # (H,W) bool truth
                 margin:int=16) -> list[int]: # px around the new stroke not counted
     "Per round 2..R: true road pixels found after the previous round and lost after this one, away from this round's stroke."
+    return [int(e.sum()) for e in erased_masks(preds, states, gt, margin)]
+
+def erased_masks(preds, states, gt, margin:int=16) -> list:
+    "Per round 2..R: (H,W) bool, the true road found after the previous round and lost after this one, > `margin` px from its stroke."
     gt, out = np.asarray(gt, bool), []
     for r in range(1, len(preds)):
         new = np.zeros(gt.shape, bool)
         if len(states[r].history) > len(states[r - 1].history): new = np.asarray(states[r].history[-1][0]) > 0.5
-        near = ndimage.binary_dilation(new, iterations=margin) if new.any() else new
-        out.append(int((preds[r - 1] & ~preds[r] & gt & ~near).sum()))
+        near = ndimage.distance_transform_edt(~new) <= margin if new.any() else new   # a Euclidean disc around the stroke
+        out.append(preds[r - 1] & ~preds[r] & gt & ~near)
     return out
 
 def degradation_rows(runs:dict, data_root=None, split:str="val", rounds:int=10, max_tiles:int|None=None,
@@ -204,9 +217,10 @@ def plot_degradation(runs:dict, # "<arm>-s<seed>" -> weights, one row each
     for row, (name, w) in zip(ax, runs.items()):
         preds, states = play_tile(load_model(w), torch.from_numpy(img.transpose(2, 0, 1).copy()), gt, stem, seed, rounds,
                                   kind=kind, keep=True)
+        lost = erased_masks(preds, states, gt)
         for r, a in enumerate(row):
             v = img * 0.45; v[preds[r]] = 1
-            if r: v[preds[r - 1] & ~preds[r] & gt] = (1, 0, 0)
+            if r: v[lost[r - 1]] = (1, 0, 0)
             v[states[r].pos > 0.5] = (0, 1, 0); v[states[r].neg > 0.5] = (1, 0, 1)
             a.imshow(v); a.axis("off"); a.set_title(f"{name} r{r + 1}" if r == 0 else f"r{r + 1}", fontsize=8)
     fig.tight_layout()
