@@ -4,6 +4,7 @@
 
 # %% ../nbs/17_ablations.ipynb #1dd99026
 from __future__ import annotations
+import json
 from pathlib import Path
 import numpy as np
 import pandas as pd
