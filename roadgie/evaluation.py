@@ -144,9 +144,9 @@ def make_methods(methods, # names or dict (see `check_methods`)
             if model is None and "shipped" not in cache: cache["shipped"] = as_predictor(None)
             out[name] = net("lite", model) if model is not None else cache["shipped"]
         elif name == "auto":
-            if "auto" not in cache:   # the shipped no-prompt network, or the given network without prompts
-                from roadgie.model import load_automatic
-                cache["auto"] = Automatic(net("lite", model) if model is not None else as_predictor(load_automatic()))
+            if "auto" not in cache:   # the shipped pair without prompts, or the given network without prompts
+                if model is None and "shipped" not in cache: cache["shipped"] = as_predictor(None)
+                cache["auto"] = Automatic(net("lite", model) if model is not None else cache["shipped"])
             out[name] = cache["auto"]
         elif name == "paper":
             if paper_model is None: raise ValueError('method "paper" needs its weights: pass paper_model=<checkpoint path>')
@@ -286,7 +286,7 @@ def markdown_table(summary, # output of `summarize`
 
 # %% ../nbs/12_evaluation.ipynb #bd90f64e
 METHOD_NOTES = {"roadgie-lite": "the shipped network, driven by the simulated user's prompts (started from the automatic network's draft)",
-                "auto": "no prompts at all: the shipped automatic network (or the given checkpoint without prompts)",
+                "auto": "no prompts at all: the shipped pair, the automatic network's draft refined by the interactive network (or the given checkpoint without prompts)",
                 "random-walker": "the classical interactive baseline (random walker) on the same prompts",
                 "prompts": "the prompts alone, drawn at road width (what the user gave)",
                 "paper": "the paper's full-size network on the same prompts"}

@@ -43,7 +43,7 @@ def _check_window_logits(out, win):
 
 # %% ../nbs/14_geo.ipynb #ffbe6362
 def predict_scene(scene, # path, array or Scene
-                  model=None, # None: the shipped weights (without prompts, the automatic network); an nn.Module, a Predictor, or a callable (image, prompts, prev) -> logits
+                  model=None, # None: the shipped pair (without prompts, the automatic draft refined by the interactive network); an nn.Module, a Predictor, or a callable (image, prompts, prev) -> logits
                   prompts=None, # GeoJSON prompts (see `scene_prompts`) or a list of ScenePrompt
                   window:int=512, overlap:int=64, threshold:float=0.5, # window side, overlap (px), probability threshold
                   keep_logits:bool=True, # also return the stitched logits as float16 (2 bytes/px)
@@ -54,10 +54,7 @@ def predict_scene(scene, # path, array or Scene
     if not 0 < threshold < 1: raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
     sc = open_scene(scene)
     pr = scene_prompts(prompts, sc)
-    if model is None and not pr:   # nothing to follow: the shipped network for segmentation without prompts
-        from roadgie.model import load_automatic
-        model = load_automatic()
-    predict = as_predictor(model)
+    predict = as_predictor(model)   # None: the shipped pair, which also segments on its own when no prompt reaches a window
     if isinstance(gsd, str) and gsd != "auto": raise ValueError(f'expected gsd "auto", None or metres per pixel, got {gsd!r}')
     if gsd == "auto": gsd = ground_resolution(sc.transform, sc.crs, sc.shape) if sc.georeferenced else None
     f = gsd_scale(gsd)   # outside the band the network was trained on, each window is shown to it resampled into it
@@ -99,7 +96,7 @@ def predict_scene(scene, # path, array or Scene
     return SceneResult(mask, valid, logits, [(a, b, c, d) for a, b in ywins for c, d in xwins], stats)
 
 # %% ../nbs/14_geo.ipynb #1057a8fd
-NO_PROMPT_NOTE = ("no prompts: the automatic network segmented the scene on its own. Treat the result as a first draft to correct "
+NO_PROMPT_NOTE = ("no prompts: the shipped networks segmented the scene on their own. Treat the result as a first draft to correct "
                   "with prompts (--prompts), not as a finished map: without prompts it misses roads and marks road-like "
                   "texture (fields, rivers, roofs) as road.")
 
