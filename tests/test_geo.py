@@ -11,8 +11,9 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 
 from roadgie.data import RoadTiles
-from roadgie.geo import (Scene, cut_tiles, fuse_with_prediction, geojson_on_mask, graph_centrelines, iou,
-                         open_scene, predict_scene, rasterize_centrelines, segment_scene, window_cores, write_geotiff)
+from roadgie.centrelines import cut_tiles, fuse_with_prediction, graph_centrelines, rasterize_centrelines
+from roadgie.geo import Scene, geojson_on_mask, open_scene, predict_scene, segment_scene, window_cores, write_geotiff
+from roadgie.metrics import iou
 from roadgie.interactive import cover_span
 from roadgie.synthetic import make_world
 
