@@ -372,10 +372,11 @@ class RoadTiles(torch.utils.data.Dataset):
     "Road tiles under `root` (index, images/+masks/, or DeepGlobe layout) as dicts of image (3,H,W), mask (1,H,W), source, stem."
     def __init__(self, root=None, split=None, size=None, augment: bool = False, seed: int = 0, threshold: float = 0.5,
                  scale=None, # (lo, hi): zoom crops by a random factor (`scaled_crop`); None = native resolution
-                 uncertainty_dir=None): # cached per-tile maps <stem>.npy, cropped and augmented with each tile
+                 uncertainty_dir=None, # cached per-tile maps <stem>.npy, cropped and augmented with each tile
+                 photometric=None): # callable (image (H,W,3), rng) -> image, after `augment` (e.g. `roadgie.domain.DomainAugment`)
         self.root = Path(root) if root is not None else default_data_root()
         self.split, self.augment, self.seed, self.threshold, self.epoch, self.scale = split, augment, seed, threshold, 0, scale
-        self.uncertainty_dir = uncertainty_dir
+        self.uncertainty_dir, self.photometric = uncertainty_dir, photometric
         self.size = None if size is None else _hw(size)
         self.records = find_tiles(self.root, split)
 
@@ -406,6 +407,7 @@ class RoadTiles(torch.utils.data.Dataset):
         elif self.size is not None: img, msk = random_crop(img, msk, self.size, rng)
         if u is not None: img, u = img[..., :3], img[..., 3]
         if self.augment: img, msk, *u = augment_pair(img, msk, rng, extra=u); u = u[0] if u else None
+        if self.photometric is not None: img = np.asarray(self.photometric(img, rng), np.float32)
         item = {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
                 "mask": torch.from_numpy(msk[None].astype(np.float32)), "source": r["source"], "stem": r["stem"]}
         if u is not None: item["uncertainty"] = torch.from_numpy(np.ascontiguousarray(u, np.float32))

@@ -11,11 +11,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from safetensors.torch import load_file, save_file
-from .data import RoadTiles, training_data_root
+from .data import RoadTiles, training_data_root, find_tiles
 from .model import build_model, save_model, load_model
 from .prompts import (PromptState, initial_prompts, correction_prompts, round_rng, initial_prompt, correction_prompt,
                              _check_kind)
 from .data import load_uncertainty
+from .domain import DomainAugment, style_bank, resolve_sources
 from .losses import RoadGIELoss, skeleton_tube, focal_loss, soft_dice_loss, skeleton_recall_loss, soft_cldice_loss
 from .metrics import dice, evaluate
 from .checkpoints import (WarmupCosine, ResumableSampler, save_checkpoint, list_checkpoints, read_checkpoint,
@@ -112,6 +113,14 @@ def _subset(ds, n):
     if n is None or n >= len(ds): return ds
     return torch.utils.data.Subset(ds, np.linspace(0, len(ds) - 1, int(n)).round().astype(int).tolist())
 
+def _records(ds) -> list:
+    "Tile records of a RoadTiles dataset inside TrainSamples / Subset / ConcatDataset wrappers (synthetic worlds have none)."
+    if hasattr(ds, "records"): return ds.records
+    if hasattr(ds, "datasets"): return [r for d in ds.datasets for r in _records(d)]
+    if hasattr(ds, "indices"): recs = _records(ds.dataset); return [recs[i] for i in ds.indices] if recs else []
+    inner = getattr(ds, "base", None) if hasattr(ds, "base") else getattr(ds, "dataset", None)
+    return _records(inner) if inner is not None else []
+
 def training_datasets(data_root=None, # folder with tiles.csv; None = training_data_root()
                       crop:int=256, # training crop size (px)
                       synthetic_fraction:float=0.0, # share of synthetic worlds in the training set, in [0,1)
@@ -120,8 +129,11 @@ def training_datasets(data_root=None, # folder with tiles.csv; None = training_d
                       uncertainty_dir=None, # expert uncertainty maps <stem>.npy (see `expert_map`)
                       scale=None, # (lo, hi) zoom range of training crops (`roadgie.data.scaled_crop`); None = native
                       p_empty:float=0.0, # share of samples with no round-1 prompt (see `TrainSamples`)
-                      exclude_sources=None, # sources left out of train and val (e.g. to test on imagery never seen)
-                      prompt_kind:str="mixed"): # round-1 prompt kind (see `TrainSamples`)
+                      exclude_sources=None, # sources left out of train and val (e.g. to test on imagery never seen); "unseen": `roadgie.domain.unseen_source`
+                      prompt_kind:str="mixed", # round-1 prompt kind (see `TrainSamples`)
+                      domain_aug=None, # photometric augmentation toward other places: True, or a dict of `DomainAugment` options
+                      val_sources=None, # validate on the val tiles of these sources instead ("unseen": the held-out one)
+                      bank_cache=None): # .npy file caching the style bank of `domain_aug`
     "-> (train dataset with tubes, val dataset at full size) for `train`."
     if not 0 <= synthetic_fraction < 1:
         raise ValueError(f"expected synthetic_fraction in [0, 1), got {synthetic_fraction}")
@@ -131,8 +143,18 @@ def training_datasets(data_root=None, # folder with tiles.csv; None = training_d
     root = Path(data_root) if data_root is not None else training_data_root()
     tr = RoadTiles(root, split="train", size=crop, augment=True, seed=seed, scale=scale, uncertainty_dir=uncertainty_dir)
     va = RoadTiles(root, split="val", size=None, augment=False, seed=seed)
+    exclude_sources, val_sources = resolve_sources(exclude_sources, root), resolve_sources(val_sources, root)
     if exclude_sources:   # before the subsets, so max_*_tiles count the sources that remain
-        for d in (tr, va): d.records = [r for r in d.records if r["source"] not in set(exclude_sources)]
+        tr.records = [r for r in tr.records if r["source"] not in set(exclude_sources)]
+        if not val_sources: va.records = [r for r in va.records if r["source"] not in set(exclude_sources)]
+    if val_sources:       # choose checkpoints on other sources (e.g. the one held out of training)
+        va.records = [r for r in va.records if r["source"] in set(val_sources)]
+        if not va.records: raise ValueError(f"no val tiles of sources {val_sources} under {root}")
+    if domain_aug:
+        opts = {} if domain_aug is True else dict(domain_aug)
+        bank = style_bank(roads=root, exclude_sources=exclude_sources, cache=bank_cache) if opts.pop("style", True) else None
+        try: tr.photometric = DomainAugment(bank, **opts)
+        except TypeError as e: raise ValueError(f"domain_aug: {e}; expected some of p, p_style, ops, style") from None
     tr, va = _subset(tr, max_train_tiles), _subset(va, max_val_tiles)
     if len(tr) == 0: raise ValueError(f"no training tiles (split 'train') under {root}")
     if synthetic_fraction > 0:
@@ -212,7 +234,8 @@ def interactive_step(model, batch, # dict with image (B,3,H,W), mask (B,1,H,W), 
 def play_tile(model, image, # (3,H,W) float tensor in [0,1]
               gt, # (H,W) bool ground truth the simulated user corrects against
               stem:str="tile", seed:int=0, # the annotator's generators: `round_rng(stem, seed, round)`
-              rounds:int=5, device="cpu", threshold:float=0.5, kind:str="centre", amp_dtype=None,
+              rounds:int=5, device="cpu", threshold:float=0.5, kind:str="centre", # the simulated annotator (roadgie.prompts.KINDS), or "none": no prompts at all
+              amp_dtype=None,
               keep:bool=False, # also return each round's prompts (a PromptState copy) for figures
               draft=None): # a network whose no-prompt prediction starts the session (`draft_logits`), as in `AutoStart`
     "The benchmark's protocol (`initial_prompt`, then `correction_prompt` per round) on one tile -> list of R (H,W) bool predictions."
@@ -222,9 +245,10 @@ def play_tile(model, image, # (3,H,W) float tensor in [0,1]
         prev = draft_logits(draft, img, amp_dtype) - float(getattr(model, "logit_offset", 0.0))
     for r in range(1, rounds + 1):
         rng = round_rng(stem, seed, r)
-        p = (initial_prompt(gt, kind, rng), True) if r == 1 else correction_prompt(preds[-1], gt, kind, rng)
-        if p is not None:
-            state.add(*p)
+        if kind == "none": p = None   # segmentation without prompts: the network runs once, in round 1
+        else: p = (initial_prompt(gt, kind, rng), True) if r == 1 else correction_prompt(preds[-1], gt, kind, rng)
+        if p is not None or (r == 1 and kind == "none"):
+            if p is not None: state.add(*p)
             with torch.autocast("cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(torch.cat([img, state.to_channels()[None].to(device).float(), prev], 1))
             prev = logits.float()
@@ -343,7 +367,7 @@ TRAIN_DEFAULTS = dict(data_root=None, model="lite", epochs=1, batch=8, crop=256,
     weight_decay=0.01, warmup=None, clip=1.0, grad_policy="first+random", threshold=0.5, ckpt_minutes=5.0,
     ckpt_steps=0, keep=2, val_every=1, final_full=False, threads=None, max_steps=None, fit_budget=True, progress=True,
     channels_last=True, scale=None, p_empty=0.0, val_kind="centre", init=None, draft=None, exclude_sources=None,
-    loss=None, prompt_kind="mixed")
+    loss=None, prompt_kind="mixed", domain_aug=None, val_sources=None)
 
 def train_config(**config) -> dict:
     "TRAIN_DEFAULTS updated with `config`, checked: unknown names and bad values raise ValueError."
@@ -364,6 +388,9 @@ def train_config(**config) -> dict:
         try: RoadGIELoss(**c["loss"])   # unknown names and negative weights raise here, before any data is read
         except TypeError as e: raise ValueError(f"loss: {e}; expected some of focal, dice, skeleton, cldice, gamma, alpha, exclude_prompts") from None
     if c["prompt_kind"] != "mixed": _check_kind(c["prompt_kind"])
+    if c["val_kind"] != "none": _check_kind(c["val_kind"])
+    if c["domain_aug"] not in (None, False, True) and not isinstance(c["domain_aug"], dict):
+        raise ValueError(f"expected domain_aug None, True or a dict of DomainAugment options, got {c['domain_aug']!r}")
     return c
 
 # %% ../nbs/09_training.ipynb #35f2d3d4
@@ -399,7 +426,8 @@ class TrainRun:
         _seed_all(c["seed"])
         self.train_ds, self.val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
                                                        c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"],
-                                                       c["p_empty"], c["exclude_sources"], c["prompt_kind"])
+                                                       c["p_empty"], c["exclude_sources"], c["prompt_kind"],
+                                                       c["domain_aug"], c["val_sources"], self.out / "style_bank.npy")
         self.sampler = ResumableSampler(self.train_ds, self.world, self.rank, shuffle=True, seed=c["seed"])
         self.spe = math.ceil(self.sampler.num_samples / c["batch"])
         self._build_network()
@@ -411,7 +439,10 @@ class TrainRun:
         if c["fit_budget"] and c["max_minutes"] and self.sched.lr_lambdas[0].total < self.total:
             self.sched.lr_lambdas[0].total = self.total   # a new session with a new budget: re-fitted at its first epoch end
         resolved = dict(c, world=self.world, device=str(self.dev), grad_rounds=self.k_grad,
-                        data_root=str(Path(c["data_root"]) if c["data_root"] is not None else training_data_root()))
+                        data_root=str(Path(c["data_root"]) if c["data_root"] is not None else training_data_root()),
+                        held_out=sorted({r["source"] for r in find_tiles(c["data_root"] or training_data_root(), "all")}
+                                        - {r["source"] for r in _records(self.train_ds)}),
+                        val_sources=sorted({r["source"] for r in _records(self.val_ds)}))
         if self.main: (self.out / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
         self.t_session, self.train_s, self.steps_s, self.val_s, self.last_ck = time.time(), 0.0, 0, 0.0, time.time()
         self.budget = c["max_minutes"] * 60 if c["max_minutes"] else None
