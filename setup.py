@@ -1,5 +1,9 @@
 from configparser import ConfigParser
+import atexit, shutil, tempfile
 import setuptools
+
+SCRATCH = tempfile.mkdtemp(prefix='roadgie-setup-')   # build/ and roadgie.egg-info/ go here, not into the source tree
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
 
 cfg = ConfigParser(delimiters=['='])
 cfg.read('settings.ini', encoding='utf-8')
@@ -23,9 +27,12 @@ setuptools.setup(
     keywords=cfg.get('keywords', '').split(),
     classifiers=['Programming Language :: Python :: 3', 'License :: OSI Approved :: Apache Software License',
                  'Topic :: Scientific/Engineering :: Image Recognition'],
-    packages=setuptools.find_packages(include=['roadgie', 'roadgie.*']),
-    include_package_data=True,
-    package_data={'roadgie': ['weights/*.safetensors', 'weights/*.json', 'weights/*.md', 'weights/*.png']},
+    # the bundled synthetic tiles and the chapters travel inside the package: roadgie/data_samples/, roadgie/nbs/
+    packages=setuptools.find_packages(include=['roadgie', 'roadgie.*']) + ['roadgie.data_samples', 'roadgie.nbs'],
+    package_dir={'roadgie.data_samples': 'data_samples', 'roadgie.nbs': 'nbs'},
+    package_data={'roadgie': ['weights/*.safetensors', 'weights/*.json', 'weights/*.md', 'weights/*.png'],
+                  'roadgie.data_samples': ['tiles.csv', 'synthetic/*/*'], 'roadgie.nbs': ['[0-9]*.ipynb']},
+    options={'build': {'build_base': f'{SCRATCH}/build'}, 'egg_info': {'egg_base': SCRATCH}},
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

@@ -14,27 +14,44 @@ from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SPLIT_VAL', 'SPLIT_SEED', 'repo_root', 'samples_dir', 'shared_roads_dir', 'default_data_root',
-           'training_data_root', 'to_rgb', 'load_image', 'as_mask', 'load_mask', 'save_image', 'save_mask',
-           'random_crop', 'scaled_crop', 'augment_pair', 'benchmark_augment', 'hash_split', 'find_tiles', 'tile_table',
-           'load_uncertainty', 'RoadTiles', 'show_tiles']
+__all__ = ['IMAGE_EXTS', 'SPLIT_VAL', 'SPLIT_SEED', 'checkout_of', 'repo_root', 'bundled', 'samples_dir', 'shared_roads_dir',
+           'default_data_root', 'training_data_root', 'to_rgb', 'load_image', 'as_mask', 'load_mask', 'save_image',
+           'save_mask', 'random_crop', 'scaled_crop', 'augment_pair', 'benchmark_augment', 'hash_split', 'find_tiles',
+           'tile_table', 'load_uncertainty', 'RoadTiles', 'show_tiles']
 
 # %% ../nbs/00_data.ipynb #22821759
+def checkout_of(module_file) -> Path | None: # e.g. the path of roadgie/data.py
+    "The source checkout a module of the package lives in (settings.ini beside its package folder), or None when installed."
+    root = Path(module_file).resolve().parents[1]
+    return root if (root / "settings.ini").is_file() else None
+
 def repo_root() -> Path:
-    "The repository root: two levels above this module, else the first parent of the cwd holding settings.ini."
+    "The source checkout: the one this module lives in, else (in a notebook) the first parent of the cwd holding settings.ini."
     f = globals().get("__file__")
-    if f and Path(f).resolve().parent.name == "roadgie": return Path(f).resolve().parents[1]
+    if f and Path(f).resolve().parent.name == "roadgie":
+        if root := checkout_of(f): return root
+        raise FileNotFoundError(f"roadgie is installed at {Path(f).resolve().parent}, not run from a source checkout")
     for p in [Path.cwd(), *Path.cwd().parents]:
         if (p / "settings.ini").exists(): return p
     raise FileNotFoundError(f"cannot find the roadgie repository root (no settings.ini above {Path.cwd()})")
 
+def bundled(name:str) -> Path: # "data_samples" or "nbs"
+    "A folder roadgie ships: the source checkout's when it runs from one, else the copy installed inside the package."
+    try: return repo_root() / name
+    except FileNotFoundError:
+        import roadgie
+        return Path(roadgie.__file__).parent / name
+
 def samples_dir() -> Path:
     "The bundled `data_samples/` folder of synthetic tiles."
-    return repo_root() / "data_samples"
+    return bundled("data_samples")
 
 def shared_roads_dir() -> Path | None:
-    "`$ROADGIE_SHARED/data/roads` or `../shared/data/roads` beside the repo, if it holds a tiles.csv; else None."
-    shared = Path(os.environ["ROADGIE_SHARED"]) if os.environ.get("ROADGIE_SHARED") else repo_root().parent / "shared"
+    "`$ROADGIE_SHARED/data/roads` or `../shared/data/roads` beside the checkout, if it holds a tiles.csv; else None."
+    if os.environ.get("ROADGIE_SHARED"): shared = Path(os.environ["ROADGIE_SHARED"])
+    else:
+        try: shared = repo_root().parent / "shared"
+        except FileNotFoundError: return None          # installed from a wheel: no checkout to be beside
     root = shared / "data" / "roads"
     return root if (root / "tiles.csv").exists() else None
 
@@ -328,6 +345,12 @@ def _unindexed_split(recs: list, want: list, root: Path, verbose: bool) -> list:
               f"(a fixed {1 - SPLIT_VAL:.0%}/{SPLIT_VAL:.0%} split by a hash of the stem, roadgie.data.hash_split)")
     return [dict(r, split=side[r["stem"]]) for r in recs if side[r["stem"]] in want]
 
+def _holds(folder: Path) -> str:
+    "What a folder holds, for the error of a folder without tiles: image files in images/, masks/ and itself."
+    n = lambda d: sum(p.suffix.lower() in IMAGE_EXTS for p in d.iterdir() if p.is_file())
+    parts = [f"{n(folder / d)} image(s) in {d}/" if (folder / d).is_dir() else f"no {d}/" for d in ("images", "masks")]
+    return ", ".join(parts + [f"{n(folder)} image(s) at its top level"])
+
 def find_tiles(root, split=None, # a split name, a list of names, "all" or None (every tile)
                verbose:bool=True) -> list[dict]: # print a note when a split is derived (folders without an index)
     "Records {stem, split, source, image, mask} for every tile under root (index, images/+masks/, or DeepGlobe) in `split`."
@@ -335,7 +358,7 @@ def find_tiles(root, split=None, # a split name, a list of names, "all" or None 
     if not root.is_dir(): raise FileNotFoundError(f"data root not found: {root} (expected a folder of tiles; set ROADGIE_DATA?)")
     want = None if split is None else [split] if isinstance(split, str) else list(split)
     if want is not None and "all" in want: want = None
-    if (root / "tiles.csv").is_file(): recs = _from_index(root, want)
+    if (root / "tiles.csv").is_file(): recs, base = _from_index(root, want), None
     else:
         source, base, derived = root.name, root, None
         if want is not None:
@@ -347,7 +370,11 @@ def find_tiles(root, split=None, # a split name, a list of names, "all" or None 
         if (base / "images").is_dir() and (base / "masks").is_dir(): recs = _from_folders(base, sp, source)
         else: recs = _from_deepglobe(base, sp, source)
         if derived and recs: recs = _unindexed_split(recs, derived, root, verbose)
-    if not recs: raise ValueError(f"no tiles found in {root} (split={split!r}); expected tiles.csv, images/+masks/, or <id>_sat.jpg + <id>_mask.png")
+    if not recs:
+        found = f": it holds {_holds(base)}" if base is not None else ""
+        raise ValueError(f"no tiles found in {root} (split={split!r}){found}; "
+                         "expected tiles.csv, images/ + masks/ (a mask of the same name for each image), or "
+                         "<id>_sat.jpg + <id>_mask.png")
     return recs
 
 def tile_table(root=None, split=None) -> pd.DataFrame:

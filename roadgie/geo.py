@@ -165,11 +165,13 @@ def segment_scene(scene_path, # GeoTIFF (or any raster GDAL reads: PNG/JPEG work
         fc = network_geojson(mask, sc, graph=g)
         paths["geojson"].write_text(json.dumps(fc))
         n, length = len(fc["features"]), sum(f["properties"]["length_m"] or 0 for f in fc["features"])
+        length_px = sum(f["properties"]["length_px"] for f in fc["features"])   # a plain image's length, too
         note = NO_PROMPT_NOTE if not res.stats["prompts"] else f"{res.stats['prompts']} prompt(s) used"
         summ = dict(scene=str(sc.path), shape=list(sc.shape), crs=crs_name(sc.crs), transform=list(sc.transform)[:6],
                     georeferenced=sc.georeferenced, ground_resolution_m=scene_gsd, window=window, overlap=overlap,
                     threshold=threshold, min_length=min_length, min_length_unit=unit, pieces_dropped=dropped,
                     road_fraction=float(mask.mean()), valid_fraction=float(res.valid.mean()), n_roads=n, length_m=length,
+                    length_px=length_px,
                     graph_seconds=time.perf_counter() - t, note=note, **res.stats)
         quicklook(sc, mask, paths["quicklook"], f"{Path(str(sc.path or 'scene')).name}: {n} road lines (red), pieces "
                   f"shorter than {min_length:g} {unit} dropped ({dropped}). " + ("No prompts: a first draft to correct "
