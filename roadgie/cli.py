@@ -147,9 +147,8 @@ def bundled_chapter(name:str) -> Path:
 def benchmark_run(out, # folder for the benchmark's outputs (table.md, CSVs, figures)
                   **kwargs): # options of roadgie.evaluation.run_benchmark
     "Run the simulated-user benchmark into `out` with a progress bar per tile; prints one line of what ran."
-    import inspect
     from roadgie.evaluation import run_benchmark
-    if "progress" in inspect.signature(run_benchmark).parameters: kwargs.setdefault("progress", "text")
+    kwargs.setdefault("progress", "text")
     t0 = time.perf_counter()
     df = run_benchmark(out_dir=out, verbose=False, **kwargs)
     n = len(df[["source", "stem"]].drop_duplicates())

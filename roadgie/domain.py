@@ -22,7 +22,8 @@ def shared_unlabelled_dir() -> Path | None:
     "`$ROADGIE_UNLABELLED`, else `$ROADGIE_SHARED/data/aerial_unlabelled` or `../shared/...` beside the repo, if it holds images.csv; else None."
     if os.environ.get("ROADGIE_UNLABELLED"): root = Path(os.environ["ROADGIE_UNLABELLED"])
     else:
-        shared = Path(os.environ["ROADGIE_SHARED"]) if os.environ.get("ROADGIE_SHARED") else repo_root().parent / "shared"
+        try: shared = Path(os.environ["ROADGIE_SHARED"]) if os.environ.get("ROADGIE_SHARED") else repo_root().parent / "shared"
+        except FileNotFoundError: return None      # installed from a wheel: no checkout to be beside
         root = shared / "data" / "aerial_unlabelled"
     return root if (root / "images.csv").exists() else None
 

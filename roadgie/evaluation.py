@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_evaluation.ipynb #0a60c33c
 from __future__ import annotations
-import copy, hashlib, math, tempfile, time, warnings, zlib
+import copy, hashlib, math, sys, tempfile, time, warnings, zlib
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -16,11 +16,11 @@ from .metrics import evaluate
 from .interactive import InteractiveSession, PromptDilation, as_predictor
 
 # %% auto #0
-__all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'METHOD_NOTES', 'road_width', 'PromptsAlone', 'RandomWalker',
-           'Automatic', 'load_network', 'check_methods', 'make_methods', 'prompt_faithfulness', 'simulate_user', 'noc',
-           'noc_per_tile', 'mean_ci', 'report_rounds', 'summarize', 'markdown_table', 'table_legend', 'plot_curves',
-           'plot_worst', 'select_tiles', 'run_benchmark', 'write_outputs', 'annotator_table', 'faithfulness_table',
-           'compare_models', 'recipe_table']
+__all__ = ['METRICS', 'METHODS', 'REPORT_ROUNDS', 'SHOW', 'CI_MIN_TILES', 'METHOD_NOTES', 'road_width', 'PromptsAlone',
+           'RandomWalker', 'Automatic', 'load_network', 'check_methods', 'make_methods', 'prompt_faithfulness',
+           'simulate_user', 'noc', 'noc_per_tile', 'mean_ci', 'report_rounds', 'summarize', 'markdown_table',
+           'table_legend', 'plot_curves', 'plot_worst', 'select_tiles', 'run_benchmark', 'write_outputs',
+           'annotator_table', 'faithfulness_table', 'compare_models', 'recipe_table']
 
 # %% ../nbs/12_evaluation.ipynb #01953563
 METRICS = ("dice", "recall", "precision", "iou", "cldice", "apls", "b0_error", "b1_error")
@@ -266,6 +266,7 @@ def summarize(df, # per-round rows of `run_benchmark`
 # %% ../nbs/12_evaluation.ipynb #60f1c8bf
 SHOW = (("dice", "Dice", 3), ("apls", "APLS", 3), ("cldice", "clDice", 3), ("recall", "Recall", 3),
         ("b0_error", "b0 err", 1), ("b1_error", "b1 err", 1))
+CI_MIN_TILES = 5   # fewer tiles: no 95% interval in the table (it would span most of [0, 1])
 
 def markdown_table(summary, # output of `summarize`
                    rounds=None) -> str:
@@ -279,7 +280,7 @@ def markdown_table(summary, # output of `summarize`
     for (m, src), r in summary.iterrows():
         n = int(r["tiles"]); cells = [m, src, str(n)]
         cells += [" / ".join(f"{r[f'{k}@{x}']:.{d}f}" for x in rr) for k, _, d in SHOW]
-        cells += [f"{r['dice_lo']:.3f}-{r['dice_hi']:.3f}"]
+        cells += [f"{r['dice_lo']:.3f}-{r['dice_hi']:.3f}" if n >= CI_MIN_TILES else f"n/a ({n} tiles)"]
         cells += [f"{r[c]:.1f} ({int(r[c + '_never'])}/{n})" for c in ths]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -308,7 +309,8 @@ def _column_note(col:str) -> str:
         t = col[4:].split()[0]
         return (f"rounds needed to reach Dice {t}, mean over tiles (round 1 = the first prompt; a tile that never gets there "
                 f"counts as the last round + 1); in brackets, how many tiles never got there, out of all")
-    if col.endswith("95% CI"): return f"95% interval of the mean Dice after round {col.split()[1][1:]}, over tiles"
+    if col.endswith("95% CI"): return (f"95% interval of the mean Dice after round {col.split()[1][1:]}, over tiles; n/a for "
+                                      f"rows of fewer than {CI_MIN_TILES} tiles, where it would span most of [0, 1]")
     return notes[head] + at if head in notes else ""
 
 def table_legend(table_md:str) -> str:
@@ -397,7 +399,9 @@ def run_benchmark(data_root=None, # tiles (see RoadTiles); None: the bundled dat
                   out_dir=None, # where to write CSV, table, figures; None: write nothing
                   max_tiles:int|None=None, seed:int=0,
                   paper_model=None, # checkpoint for "paper"
-                  snapshot_round:int=5, verbose:bool=True) -> pd.DataFrame:
+                  snapshot_round:int=5, verbose:bool=True,
+                  progress=False, # a bar over tiles: True (tqdm.auto), "text" (plain text on stderr), False: none
+                 ) -> pd.DataFrame:
     "Simulated-user benchmark: per-tile, per-round metrics of every method (columns method, source, stem, round, ...)."
     _check_kind(prompt)
     if int(rounds) != rounds or rounds < 1: raise ValueError(f"expected rounds to be an int >= 1, got {rounds!r}")
@@ -414,7 +418,10 @@ def run_benchmark(data_root=None, # tiles (see RoadTiles); None: the bundled dat
     widths = {}
     for i in idx: widths.setdefault(ds.records[i]["source"], []).append(road_width(tiles[i][1]))
     cache, rows, snaps, spent = {}, [], {}, {}
-    for i in idx:
+    if progress == "text": from tqdm import tqdm
+    else: from tqdm.auto import tqdm
+    for i in tqdm(idx, desc=f"{len(spec)} method(s) x {rounds} rounds", unit="tile", disable=not progress, file=sys.stderr,
+                  mininterval=1 if sys.stderr.isatty() else 30):
         rec, (img, gt) = ds.records[i], tiles[i]
         ms = make_methods(spec, model_path, paper_model, float(np.median(widths[rec["source"]])), cache)
         for name, fn in ms.items():

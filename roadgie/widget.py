@@ -17,7 +17,7 @@ from .scene import SNAP, Scene, SceneSession
 
 # %% auto #0
 __all__ = ['OVERLAY_RGB', 'BUTTONS', 'TOOLS', 'KEYS', 'ARROWS', 'OUTSIDE_RGB', 'default_tile', 'widget_model', 'overlay_rgba',
-           'prompts_rgba', 'Viewport', 'canvas_size', 'ScribbleWidget', 'is_scene', 'sample_grid',
+           'prompts_rgba', 'Viewport', 'canvas_size', 'ScribbleWidget', 'is_scene', 'sample_grid', 'learner_path',
            'benchmark_scene_widget']
 
 # %% ../nbs/13_widget.ipynb #c58967c4
@@ -102,7 +102,7 @@ def canvas_size(shape, # (H, W) of the image
 
 # %% ../nbs/13_widget.ipynb #453fdecf
 BUTTONS = ("Positive", "Negative", "Segment", "Undo", "Redo", "Clear", "Fit", "+", "-", "Save mask", "Export GeoJSON",
-           "Save session", "Open session")
+           "Save session", "Open session", "Learn")
 TOOLS = ("Scribble", "Click", "Pick road", "Pan")
 KEYS = {"p": "Positive", "n": "Negative", "Enter": "Segment", "s": "Segment", "u": "Undo", "z": "Undo", "r": "Redo",
         "y": "Redo", "Delete": "Clear", "f": "Fit", "+": "+", "=": "+", "-": "-"} # key -> button; "c" cycles the tools
@@ -118,6 +118,7 @@ class ScribbleWidget(W.VBox):
                  prompts=None, # a saved session (GeoJSON) to replay on a scene
                  **session_kw): # more session arguments (threshold, mode, window, transform, ...)
         self.predictor = as_predictor(widget_model(model))
+        self.learner = model if callable(getattr(model, "learn_from", None)) else None   # a roadgie.adapt.SceneLearner
         self.canvas, self.overview = MultiCanvas(3, width=8, height=8), Canvas(width=8, height=8)
         self.canvas.layout.border = self.overview.layout.border = "1px solid #888"
         self.buttons = {b: W.Button(description=b, layout=W.Layout(width="auto", flex="0 0 auto")) for b in BUTTONS}
@@ -146,7 +147,10 @@ class ScribbleWidget(W.VBox):
             W.HBox([self.canvas, self.overview]), self.status,
             W.HBox([self.threshold, self.opacity, self.mode]),
             W.HBox([self.mask_path, b["Save mask"], self.geojson_path, b["Export GeoJSON"]]),
-            W.HBox([self.session_path, b["Save session"], b["Open session"], self.upload])])
+            W.HBox([self.session_path, b["Save session"], b["Open session"], b["Learn"], self.upload])])
+        b["Learn"].disabled = self.learner is None
+        b["Learn"].tooltip = ("learn this place from the strokes and the mask (a few seconds)" if self.learner is not None
+                              else "needs a roadgie.adapt.SceneLearner as the model")
         self.open_image(default_tile() if path_or_array is None else path_or_array, prompts=prompts)
         self.set_positive(True)
 
@@ -162,7 +166,8 @@ def _wire(self:ScribbleWidget):
            "Segment": self.segment, "Undo": lambda: self._edit("undo"), "Redo": lambda: self._edit("redo"),
            "Clear": lambda: self._edit("clear"), "Fit": lambda: self.set_view(fit=True),
            "+": lambda: self.zoom_by(1.5), "-": lambda: self.zoom_by(1 / 1.5), "Save mask": self.save_mask,
-           "Export GeoJSON": self.export_geojson, "Save session": self.save_session, "Open session": self.open_session}
+           "Export GeoJSON": self.export_geojson, "Save session": self.save_session, "Open session": self.open_session,
+           "Learn": self.learn}
     for name, f in act.items(): self.buttons[name].on_click(lambda _, f=f: self._guard(f))
     self.threshold.observe(lambda ch: self._guard(self._set_threshold, ch["new"]), "value")
     self.opacity.observe(lambda ch: self.draw_overlay(), "value")
@@ -234,8 +239,11 @@ def open_image(self:ScribbleWidget, path_or_array, # an image array, an image fi
 def open_session(self:ScribbleWidget, path=None): # a saved session (default: the "Session file" box)
     "Reopen the current scene with a saved session: its prompts replayed, its mask back."
     if not isinstance(self.session, SceneSession): raise ValueError("sessions are saved and reopened on scenes")
-    self.open_image(self.src, prompts=path or self.session_path.value)
-    self.status.value += f" &middot; reopened {path or self.session_path.value}"
+    path = path or self.session_path.value
+    lp = learner_path(path)
+    if self.learner is not None and lp.is_file(): self.learner.restore(lp)   # what the region taught, before the replay
+    self.open_image(self.src, prompts=path)
+    self.status.value += f" &middot; reopened {path}" + (f" with what it learnt ({lp.name})" if self.learner is not None and lp.is_file() else "")
 
 @patch
 def _uploaded(self:ScribbleWidget, value):
@@ -466,6 +474,34 @@ def save_session(self:ScribbleWidget):
     if not isinstance(self.session, SceneSession): raise ValueError("sessions are saved on scenes (GeoTIFFs or images over 2048 px)")
     g, m = self.session.save_session(self.session_path.value); self.update_status()
     self.status.value += f" &middot; saved session {g} and {m.name}"
+    if self.learner is not None:
+        lp = self.learner.save(learner_path(g)); self.status.value += f" and what it learnt, {lp.name}"
+
+def learner_path(session_path) -> Path:
+    "Where a session's learnt weights go: beside its GeoJSON, `<stem>.learner.safetensors`."
+    return Path(session_path).with_suffix(".learner.safetensors")
+
+@patch
+def learn(self:ScribbleWidget, background:bool=True): # True: learn in a thread, the status line says when it is done
+    "Let the `SceneLearner` learn from this session: the tile, or the part of the scene on screen (else around its strokes)."
+    if self.learner is None: raise ValueError("Learn needs a SceneLearner as the model: ScribbleWidget(img, model=SceneLearner())")
+    win = None
+    if isinstance(self.session, SceneSession):
+        x0, y0, w, h = self.view.box()
+        if max(w, h) <= 2048 and any(r.bbox[0] < y0 + h and r.bbox[1] > y0 and r.bbox[2] < x0 + w and r.bbox[3] > x0 for r in self.session.records):
+            win = (int(y0), int(np.ceil(y0 + h)), int(x0), int(np.ceil(x0 + w)))
+    n = self.learner.lessons
+    def done(rep):
+        self.update_status()
+        self.status.value += (f" &middot; learnt lesson {n + 1} in {rep['seconds']:.1f} s" if rep.get("learned") else
+                              f' &middot; <span style="color:#c00">nothing learnt: {rep.get("why")}</span>')
+    self.status.value += " &middot; learning..."
+    if not background: rep = self.learner.learn_from(self.session, window=win); done(rep); return rep
+    import threading
+    def run():
+        try: done(self.learner.learn_from(self.session, window=win))
+        except Exception as e: self.status.value = f'<span style="color:#c00">{type(e).__name__}: {e}</span>'
+    th = threading.Thread(target=run, daemon=True); th.start(); return th
 
 @patch
 def key(self:ScribbleWidget, k:str):
