@@ -13,7 +13,8 @@ __all__ = ['RUN_MARK', 'DEMO_TILES', 'DEMO_ROUNDS', 'DEMO_PROMPT', 'TRAIN_NB', '
            'Parser', 'console', 'checked', 'check_data_root', 'run_dir', 'one_line', 'keep_traceback', 'run_folder',
            'read_constant', 'shipped_threshold', 'notebook_parameters', 'bundled_chapter', 'benchmark_run',
            'results_lines', 'demo_plan', 'data_figures', 'demo', 'bench', 'train_defaults', 'train_parser',
-           'train_params', 'train', 'eval_params', 'evaluate', 'scene_files', 'scene_names', 'segment']
+           'train_params', 'train', 'eval_params', 'sequential_params', 'evaluate', 'scene_files', 'scene_names',
+           'segment']
 
 # %% ../nbs/16_cli.ipynb #ac8176cf
 class CliError(Exception):
@@ -391,7 +392,15 @@ def eval_params(argv) -> tuple[dict, Path]: # (options for roadgie.evaluation.ru
     ap.add_argument("--max-tiles", type=int, default=None, help="at most this many tiles, taken in turn from each source")
     ap.add_argument("--name", default=None, help="run folder under ./runs/ (default: eval-<split>-<prompt>)")
     ap.add_argument("--out", default=None, help="output folder (default: ./runs/<name> under the current folder)")
+    g = ap.add_argument_group("a region annotated tile after tile (roadgie.adapt.sequential_benchmark)")
+    g.add_argument("--sequential", action="store_true", help="annotate a region's first tiles with a SceneLearner learning "
+                   "after each, then measure its other tiles against a fresh learner (draft Dice, Dice per round, strokes to 0.8)")
+    g.add_argument("--source", default="unseen", help="the region's source ('unseen': the one held out of training; default)")
+    g.add_argument("--prefix", default=None, help="only the source's tiles whose name starts with this (one scene)")
+    g.add_argument("--teach", type=int, default=6, help="tiles annotated and learnt from (default 6)")
+    g.add_argument("--teach-rounds", type=int, default=3, help="strokes on each taught tile (default 3)")
     a = ap.parse_args(argv)
+    if a.sequential: return sequential_params(a)
     if a.rounds < 1: raise CliError(f"--rounds {a.rounds}: expected 1 or more")
     if a.max_tiles is not None and a.max_tiles < 1: raise CliError(f"--max-tiles {a.max_tiles}: expected 1 or more")
     final = run_dir(a.out, a.name or f"eval-{a.split}-{a.prompt}")
@@ -414,13 +423,44 @@ def eval_params(argv) -> tuple[dict, Path]: # (options for roadgie.evaluation.ru
     return dict(data_root=root, split=a.split, rounds=a.rounds, prompt=a.prompt, methods=",".join(methods),
                 model_path=model, max_tiles=a.max_tiles), final
 
+def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequential_benchmark, run folder)
+    "Check `roadgie-eval --sequential` arguments: the region's tiles (val and test splits) and tiles of other sources for the forgetting check."
+    if a.teach < 1 or a.teach_rounds < 1 or a.rounds < 1:
+        raise CliError(f"--teach {a.teach} --teach-rounds {a.teach_rounds} --rounds {a.rounds}: expected 1 or more each")
+    root = Path(a.data_root).expanduser().resolve()
+    if not root.is_dir(): raise CliError(f"data root {root} does not exist: expected a folder with a tiles.csv index")
+    from roadgie.adapt import region_tiles
+    from roadgie.data import find_tiles
+    region = checked("--source", region_tiles, root, a.source, a.prefix)
+    if len(region) <= a.teach: raise CliError(f"the region has {len(region)} tiles: --teach {a.teach} leaves none to measure")
+    src = region[0]["source"]
+    other = [r for r in find_tiles(root, "test", verbose=False) if r["source"] != src]
+    other = [r for s in sorted({r["source"] for r in other}) for r in [x for x in other if x["source"] == s][:6]]
+    name = a.name or f"sequential-{src}" + (f"-{a.prefix}" if a.prefix else "")
+    return dict(sequential=True, region=region, other=other, k=a.teach, teach_rounds=a.teach_rounds, rounds=a.rounds,
+                kind=a.prompt), run_dir(a.out, name)
+
 def _evaluate(argv):
     kw, final = eval_params(argv)
+    if kw.pop("sequential", False): return _sequential(kw, final)
     t0 = time.time()
     with run_folder(final) as tmp: benchmark_run(tmp, **kw)
     print("\n".join(results_lines(final)))
     print(f"\nroadgie-eval: done in {time.time() - t0:.0f} s. Results in {final}: table.md (columns explained), "
           "per_round.csv, per_tile.csv, summary.csv, curves.png, worst.png")
+
+def _sequential(kw, final):
+    from roadgie.adapt import sequential_benchmark, sequential_summary, write_sequential
+    t0 = time.time()
+    print(f"roadgie-eval --sequential: {kw['k']} of the {len(kw['region'])} tiles of the region taught, "
+          f"{len(kw['other'])} tiles of other sources for the forgetting check", flush=True)
+    with run_folder(final) as tmp:
+        res = sequential_benchmark(**kw); write_sequential(res, tmp)
+    s = sequential_summary(res); R = kw["rounds"]
+    print(f"draft Dice {s['draft_fresh']:.3f} -> {s['draft_adapted']:.3f}; Dice after {R} rounds {s[f'dice{R}_fresh']:.3f} -> "
+          f"{s[f'dice{R}_adapted']:.3f}; strokes to Dice 0.8 {s['strokes_fresh']:.2f} -> {s['strokes_adapted']:.2f} (fresh -> learnt)")
+    print(f"\nroadgie-eval: done in {time.time() - t0:.0f} s. Results in {final}: summary.json, curve.png, tiles.csv, "
+          "curve.csv, lessons.csv, forgetting.csv")
 
 def evaluate(argv:list[str]|None=None) -> None:
     "Console script `roadgie-eval DATA_ROOT`: the simulated-user benchmark into ./runs/<name>/ (or --out)."
