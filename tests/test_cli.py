@@ -178,6 +178,19 @@ def test_eval_out_elsewhere(own_tiles, tmp_path):
     assert "is not a roadgie run folder" in one_line_error(r) and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
+def test_eval_sequential_learns_a_region(tmp_path):
+    "--sequential: a region's first tiles taught to a SceneLearner, the rest measured against a fresh one, all in --out."
+    from roadgie.data import samples_dir
+    r = run(["roadgie-eval", samples_dir(), "--sequential", "--source", "synthetic", "--teach", "2", "--teach-rounds", "1",
+             "--rounds", "2", "--out", "seq"], cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    out = tmp_path / "seq"
+    assert {"summary.json", "curve.png", "tiles.csv", "curve.csv", "lessons.csv", "forgetting.csv"} <= {p.name for p in out.iterdir()}
+    s = json.loads((out / "summary.json").read_text())
+    assert s["tiles_taught"] == 2 and 0 <= s["draft_adapted"] <= 1 and "strokes to Dice 0.8" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
+
+
 def test_eval_failure_leaves_nothing_half_written(broken_tiles, tmp_path):
     "A run that fails halfway: one line (exit 1) naming the file, no run folder, no partial folder, the traceback kept."
     r = run(["roadgie-eval", broken_tiles, "--rounds", "1", "--methods", "prompts", "--name", "b"], cwd=tmp_path)
