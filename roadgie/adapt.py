@@ -13,10 +13,7 @@ from scipy import ndimage
 from .model import load_model, build_model, Predictor, PRETRAINED_PATH, AUTOMATIC_PATH
 from .interactive import InteractiveSession, AutoStart
 from .prompts import initial_prompt, correction_prompt, round_rng
-
-def _dice(pred, gt) -> float:
-    s = pred.sum() + gt.sum()
-    return 1.0 if s == 0 else float(2 * (pred & gt).sum() / s)
+from .metrics import dice as _dice
 
 # %% auto #0
 __all__ = ['UPDATES', 'MAX_LEARN_SIDE', 'stroke_weights', 'learning_batch', 'weighted_loss', 'finetune', 'SceneLearner',
@@ -118,7 +115,8 @@ class SceneLearner:
         if update not in UPDATES: raise ValueError(f"expected update one of {list(UPDATES)}, got {update!r}")
         self.paths = (Path(interactive or PRETRAINED_PATH), Path(automatic or AUTOMATIC_PATH))
         i, a = load_model(self.paths[0]), load_model(self.paths[1])   # FileNotFoundError / ValueError say which file
-        self.base = (copy.deepcopy(i.state_dict()), copy.deepcopy(a.state_dict()))
+        self._base = (copy.deepcopy(i), copy.deepcopy(a))    # the shipped networks, kept to reset to and stay close to
+        self._anchors = [{k: v.detach().clone() for k, v in n.named_parameters()} for n in self._base]
         self.options = dict(steps=int(steps), interactive_steps=int(interactive_steps), lr=float(lr), l2sp=float(l2sp),
                             batch=int(batch), crop=int(crop), seed=int(seed), update=update, optimizer=optimizer,
                             memory=int(memory), floor=float(floor))
@@ -214,7 +212,7 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     "Train copies of both networks on one session (and crops of earlier ones); swap them in when both losses stayed finite."
     o, rng = self.options, np.random.default_rng([self.options["seed"], self.lessons])
     i, a = copy.deepcopy(self._nets[0]), copy.deepcopy(self._nets[1])
-    anchors = [{k: v.detach().clone() for k, v in n.named_parameters()} for n in self._base_nets()]
+    anchors = self._anchors
     now = dict(img=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), tw=torch.from_numpy(np.stack([target, weight])),
                strokes=[torch.from_numpy((np.stack(p) * 255).round().astype(np.uint8)) for p in subsets])   # 1 byte a pixel in memory
     sessions = [now] + self.memory[::-1][:o["memory"]]
@@ -232,7 +230,8 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     def inter_batch(s):
         b = crops(lambda m: torch.cat([m["img"], m["strokes"][int(rng.integers(len(m["strokes"])))].float() / 255, m["draft"], m["tw"]]))
         return b[:, :6], b[:, 6:7], b[:, 7:8]
-    ri = finetune(i, inter_batch, o["interactive_steps"], o["lr"], anchors[0], o["l2sp"], o["update"], o["optimizer"])         if ra["ok"] else dict(ok=False, why="skipped")
+    ri = finetune(i, inter_batch, o["interactive_steps"], o["lr"], anchors[0], o["l2sp"], o["update"], o["optimizer"]) \
+        if ra["ok"] else dict(ok=False, why="skipped")
     rep = dict(automatic=ra, interactive=ri, seconds=time.perf_counter() - t0, learned=bool(ra["ok"] and ri["ok"]))
     if rep["learned"]:
         pair = self._pair(i, a)
@@ -246,9 +245,8 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
 
 @patch
 def _base_nets(self:SceneLearner):
-    "The shipped networks (fresh modules holding the base weights)."
-    i, a = load_model(self.paths[0]), load_model(self.paths[1])
-    i.load_state_dict(self.base[0]); a.load_state_dict(self.base[1]); return i, a
+    "Fresh copies of the shipped networks (no file is read again)."
+    return copy.deepcopy(self._base[0]), copy.deepcopy(self._base[1])
 
 @patch
 def learn_from(self:SceneLearner, session, # a finished InteractiveSession or SceneSession (its strokes and its current mask)
