@@ -4,23 +4,27 @@
 
 # %% ../nbs/14_geo.ipynb #972bf275
 from __future__ import annotations
-import json, math, time, warnings
+import json, math, os, re, shutil, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image
+import networkx as nx
 from scipy import ndimage
 from tqdm.auto import tqdm
-from .graph import mask_to_graph
-from .interactive import as_predictor, cover_span, seam_weights, _sees_imagery
+from .graph import mask_to_graph, polyline_length
+from .interactive import as_predictor, cover_span, seam_weights, shipped_predictor, _sees_imagery
 from .model import GSD_BAND, Rescaled, gsd_scale
-from .scene import (Scene, crs_name, ground_resolution, network_geojson,
+from .scene import (Scene, _rio, crs_name, ground_resolution, network_geojson,
                            open_scene, prompt_channels, scene_prompts, to_pixels, write_geotiff, write_mask,
                            write_test_scene)
 
 # %% auto #0
 __all__ = ['NODATA_LOGIT', 'NO_PROMPT_NOTE', 'SceneResult', 'predict_scene', 'drop_short_roads', 'min_length_px', 'quicklook',
-           'segment_scene', 'geojson_on_mask', 'window_cores', 'benchmark_scene']
+           'write_mask_rows', 'write_outputs', 'segment_scene', 'geojson_on_mask', 'window_cores', 'benchmark_scene',
+           'BlockPlan', 'plan_blocks', 'grow', 'predict_block', 'threshold_block', 'read_blocks', 'BlockMask',
+           'crossing', 'clip_polyline', 'block_lines', 'stitch_lines', 'vectorise_block', 'connect', 'local_cluster',
+           'peak_rss_mb', 'segment_blocks']
 
 # %% ../nbs/14_geo.ipynb #1dc68e2d
 NODATA_LOGIT = -20.0  # logit written where the scene has no data
@@ -103,6 +107,7 @@ NO_PROMPT_NOTE = ("no prompts: the shipped networks segmented the scene on their
 def drop_short_roads(mask, # (H,W) bool road mask
                      min_px:float, # shortest piece kept: total centreline length (px) of one connected piece of road
                      prune:float=10, # spur pruning (px) passed to mask_to_graph
+                     open_sides:str="", # sides of `mask` that are a cut through a larger scene ("t", "b", "l", "r"): pieces touching them are kept
                     ) -> tuple: # (mask (H,W) bool, road graph of what is kept, number of pieces dropped)
     "Remove connected road pieces whose centreline network is shorter than `min_px` from the mask and from its graph."
     m = np.asarray(mask, bool)
@@ -114,7 +119,9 @@ def drop_short_roads(mask, # (H,W) bool road mask
         xy = np.clip(np.rint(np.asarray(d["pts"], float)).astype(int), 0, [m.shape[1] - 1, m.shape[0] - 1])
         ls = lab[xy[:, 1], xy[:, 0]]; l = int(ls[ls > 0][0]) if (ls > 0).any() else 0   # skeleton pixels lie on their piece
         of[(u, v)] = l; length[l] += d["length"]
-    keep = length >= min_px; keep[0] = False
+    keep = length >= min_px
+    for s in open_sides: keep[np.unique({"t": lab[0], "b": lab[-1], "l": lab[:, 0], "r": lab[:, -1]}[s])] = True   # may go on
+    keep[0] = False
     g.remove_edges_from([e for e, l in of.items() if not keep[l]])
     g.remove_nodes_from([x for x in list(g.nodes) if g.degree(x) == 0])
     return keep[lab], g, int((~keep[1:]).sum())
@@ -127,23 +134,69 @@ def min_length_px(min_length:float, scene:Scene) -> tuple: # (pixels, unit "m" o
     gsd = ground_resolution(scene.transform, scene.crs, scene.shape)
     return float(min_length) / gsd, "m", gsd
 
-def quicklook(scene:Scene, mask, # (H,W) bool roads on the scene's grid
+def quicklook(scene:Scene, mask, # (H,W) bool roads on the scene's grid, or anything giving its rows as `mask[y0:y1]`
               path, title:str, max_side:int=1200) -> Path:
-    "PNG of `scene` downsampled to at most `max_side` px a side with `mask` in red, under `title`."
+    "PNG of `scene` downsampled to at most `max_side` px a side with `mask` in red, under `title`; both read a band of rows at a time."
     from matplotlib.figure import Figure
     H, W = scene.shape; f = max(1, math.ceil(max(H, W) / max_side)); step = 64 * f
-    img = np.concatenate([scene.read((y, min(H, y + step), 0, W))[0][::f, ::f] for y in range(0, H, step)])
-    h, w = img.shape[:2]
-    m = np.zeros((h * f, w * f), bool); m[:H, :W] = np.asarray(mask, bool)
-    m = m.reshape(h, f, w, f).any((1, 3))
+    img, red = [], []
+    for y in range(0, H, step):
+        img.append(scene.read((y, min(H, y + step), 0, W))[0][::f, ::f])
+        m = np.asarray(mask[y:min(H, y + step)], bool); h, w = -(-m.shape[0] // f), -(-W // f)
+        red.append(np.pad(m, ((0, h * f - m.shape[0]), (0, w * f - W))).reshape(h, f, w, f).any((1, 3)))   # max-pooled
+    img, m = np.concatenate(img), np.concatenate(red)
     img[m] = 0.3 * img[m] + 0.7 * np.array([1, 0, 0], np.float32)
+    h, w = img.shape[:2]
     fig = Figure(figsize=(max(w, 400) / 100, h / 100 + 0.6), dpi=100)
     ax = fig.add_subplot(); ax.imshow(img, interpolation="nearest"); ax.axis("off")
     ax.set_title(title, fontsize=8, wrap=True)
     path = Path(path); fig.savefig(path, bbox_inches="tight", pad_inches=0.05)
     return path
 
+def write_mask_rows(path, mask, # (H,W) bool on the scene's grid, or anything giving its rows as `mask[y0:y1]`
+                    scene:Scene, valid=None, # like `mask`: False = no data (an internal mask band); None: all valid
+                    rows:int=256) -> Path:
+    "Write a scene's road mask as a tiled uint8 0/255 LZW GeoTIFF (its CRS and transform), `rows` rows at a time."
+    rio = _rio()
+    from rasterio.windows import Window
+    H, W = scene.shape
+    if tuple(getattr(mask, "shape", ())) != (H, W): raise ValueError(f"mask must be {(H, W)} (the scene's H,W), got {getattr(mask, 'shape', None)}")
+    prof = dict(driver="GTiff", height=H, width=W, count=1, dtype="uint8", crs=scene.crs, transform=scene.transform, compress="lzw")
+    if H >= 256 and W >= 256: prof.update(tiled=True, blockxsize=256, blockysize=256)
+    with warnings.catch_warnings(), rio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        warnings.simplefilter("ignore", rio.errors.NotGeoreferencedWarning)
+        with rio.open(path, "w", **prof) as dst:
+            for y in range(0, H, rows):
+                win = Window(0, y, W, min(H, y + rows) - y)
+                dst.write(np.asarray(mask[y:y + rows], np.uint8)[None] * 255, window=win)
+                if valid is not None: dst.write_mask(np.asarray(valid[y:y + rows], np.uint8) * 255, window=win)
+    return Path(path)
+
 # %% ../nbs/14_geo.ipynb #064168f3
+def write_outputs(sc:Scene, out:Path, mask, # (H,W) bool, or anything giving its rows as `mask[y0:y1]`
+                  valid, # like `mask`, or None where the whole scene has data
+                  graph, # the kept roads' graph (scene pixels)
+                  summary:dict, # what the run knows: window, threshold, pieces_dropped, road_fraction, ...
+                  t0:float) -> dict: # {"mask", "geojson", "quicklook", "summary"}: Paths
+    "A segmented scene's four outputs: mask.tif, roads.geojson (scene CRS), quicklook.png and summary.json."
+    t = time.perf_counter()
+    paths = {"mask": write_mask_rows(out / "mask.tif", mask, sc, valid), "geojson": out / "roads.geojson",
+             "quicklook": out / "quicklook.png", "summary": out / "summary.json"}
+    fc = network_geojson(None, sc, graph=graph)
+    paths["geojson"].write_text(json.dumps(fc))
+    n, s = len(fc["features"]), summary
+    note = NO_PROMPT_NOTE if not s["prompts"] else f"{s['prompts']} prompt(s) used"
+    quicklook(sc, mask, paths["quicklook"], f"{Path(str(sc.path or 'scene')).name}: {n} road lines (red), pieces shorter "
+              f"than {s['min_length']:g} {s['min_length_unit']} dropped ({s['pieces_dropped']}). " +
+              ("No prompts: a first draft to correct with prompts, not a finished map." if not s["prompts"] else note))
+    H, W = sc.shape; seconds = time.perf_counter() - t0
+    summ = dict(scene=str(sc.path), shape=[H, W], crs=crs_name(sc.crs), transform=list(sc.transform)[:6],
+                georeferenced=sc.georeferenced, n_roads=n, length_m=sum(f["properties"]["length_m"] or 0 for f in fc["features"]),
+                length_px=sum(f["properties"]["length_px"] for f in fc["features"]),   # a plain image's length, too
+                note=note, **s, write_seconds=time.perf_counter() - t, seconds=seconds, mpx_per_s=H * W / 1e6 / seconds)
+    paths["summary"].write_text(json.dumps(summ, indent=1))
+    return paths
+
 def segment_scene(scene_path, # GeoTIFF (or any raster GDAL reads: PNG/JPEG work in pixel coordinates)
                   out_dir, # folder for mask.tif, roads.geojson, quicklook.png, summary.json
                   prompts=None, # optional GeoJSON prompts (path or dict) in the scene's CRS (or pixels)
@@ -152,32 +205,25 @@ def segment_scene(scene_path, # GeoTIFF (or any raster GDAL reads: PNG/JPEG work
                   min_length:float=10.0, # drop road pieces shorter than this: metres if georeferenced, else pixels
                   progress:bool=True,
                   gsd="auto", # metres per pixel the network is told (see `predict_scene`); None: no resampling
+                  client=None, # a `dask.distributed.Client` (or a scheduler address): run as Dask tasks (`segment_blocks`)
+                  **block_options, # for `segment_blocks` with a client: k (windows per block side), work_dir
                  ) -> dict: # {"mask", "geojson", "quicklook", "summary"}: Paths
     "Segment a whole scene: sliding-window prediction -> mask GeoTIFF + road GeoJSON (scene CRS) + quick look + summary.json."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    if client is not None:
+        return segment_blocks(scene_path, out_dir, client, prompts, model, window, overlap, threshold, min_length, progress,
+                              gsd, **block_options)
+    if block_options: raise TypeError(f"{sorted(block_options)} only apply with a Dask client (client=...)")
+    t0, out = time.perf_counter(), Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     with open_scene(scene_path) as sc:
         min_px, unit, scene_gsd = min_length_px(min_length, sc)
         res = predict_scene(sc, model, prompts, window, overlap, threshold, keep_logits=False, progress=progress, gsd=gsd)
         t = time.perf_counter()
         mask, g, dropped = drop_short_roads(res.mask, min_px)
-        paths = {"mask": write_mask(out / "mask.tif", mask, sc, res.valid), "geojson": out / "roads.geojson",
-                 "quicklook": out / "quicklook.png", "summary": out / "summary.json"}
-        fc = network_geojson(mask, sc, graph=g)
-        paths["geojson"].write_text(json.dumps(fc))
-        n, length = len(fc["features"]), sum(f["properties"]["length_m"] or 0 for f in fc["features"])
-        length_px = sum(f["properties"]["length_px"] for f in fc["features"])   # a plain image's length, too
-        note = NO_PROMPT_NOTE if not res.stats["prompts"] else f"{res.stats['prompts']} prompt(s) used"
-        summ = dict(scene=str(sc.path), shape=list(sc.shape), crs=crs_name(sc.crs), transform=list(sc.transform)[:6],
-                    georeferenced=sc.georeferenced, ground_resolution_m=scene_gsd, window=window, overlap=overlap,
-                    threshold=threshold, min_length=min_length, min_length_unit=unit, pieces_dropped=dropped,
-                    road_fraction=float(mask.mean()), valid_fraction=float(res.valid.mean()), n_roads=n, length_m=length,
-                    length_px=length_px,
-                    graph_seconds=time.perf_counter() - t, note=note, **res.stats)
-        quicklook(sc, mask, paths["quicklook"], f"{Path(str(sc.path or 'scene')).name}: {n} road lines (red), pieces "
-                  f"shorter than {min_length:g} {unit} dropped ({dropped}). " + ("No prompts: a first draft to correct "
-                  "with prompts, not a finished map." if not res.stats["prompts"] else note))
-        paths["summary"].write_text(json.dumps(summ, indent=1))
-    return paths
+        stats = dict(res.stats, graph_seconds=time.perf_counter() - t); stats["predict_seconds"] = stats.pop("seconds")
+        return write_outputs(sc, out, mask, None if res.valid.all() else res.valid, g, dict(
+            ground_resolution_m=scene_gsd, window=window, overlap=overlap, threshold=threshold, min_length=min_length,
+            min_length_unit=unit, pieces_dropped=dropped, road_fraction=float(mask.mean()),
+            valid_fraction=float(res.valid.mean()), workers=0, **stats), t0)
 
 # %% ../nbs/14_geo.ipynb #950c8d16
 def geojson_on_mask(fc:dict, mask, scene:Scene, tol_px:float=2.0) -> float:
@@ -224,3 +270,350 @@ def benchmark_scene(size:int=4000, model=None, window:int=512, overlap:int=64, g
           f"{r['roads']} LineStrings) + writing {r['graph_s']:.1f} s (traced peak {r['peak_graph_mb']:.0f} MB); "
           f"a float32 RGB copy of the scene would be {r['float32_scene_mb']:.0f} MB; process max RSS {r['maxrss_mb']:.0f} MB")
     return r
+
+# %% ../nbs/14_geo.ipynb #8cf50836
+@dataclass(frozen=True)
+class BlockPlan:
+    "The in-process window grid of an (H,W) scene cut into blocks of windows, one task each."
+    shape: tuple; window: int; overlap: int
+    ywins: list; xwins: list # [(start, stop)] windows along y and x, exactly as `predict_scene` plans them
+    yblocks: list; xblocks: list # [(first, stop)] window indices of each block row / column
+
+    def _own(self, wins, groups, i, L):
+        return (0 if i == 0 else wins[groups[i][0]][0], L if i == len(groups) - 1 else wins[groups[i + 1][0]][0])
+    def owned(self, r:int, c:int) -> tuple: # (y0, y1, x0, x1)
+        "The pixels whose result block (r, c) decides: from its first window's start to the next block's first window."
+        return (*self._own(self.ywins, self.yblocks, r, self.shape[0]), *self._own(self.xwins, self.xblocks, c, self.shape[1]))
+    def canvas(self, r:int, c:int) -> tuple: # (y0, y1, x0, x1)
+        "The pixels block (r, c)'s windows cover: its own, plus the overlaps it shares with the blocks after it."
+        (a, b), (e, f) = self.yblocks[r], self.xblocks[c]
+        return self.ywins[a][0], max(s for _, s in self.ywins[a:b]), self.xwins[e][0], max(s for _, s in self.xwins[e:f])
+    @property
+    def blocks(self) -> list: return [(r, c) for r in range(len(self.yblocks)) for c in range(len(self.xblocks))]
+    def meeting(self, box, which:str="canvas") -> list: # [(r, c)]
+        "The blocks whose canvas (or, with which='owned', own pixels) overlap the (y0, y1, x0, x1) `box`."
+        f = self.canvas if which == "canvas" else self.owned
+        rows = [r for r in range(len(self.yblocks)) if f(r, 0)[0] < box[1] and box[0] < f(r, 0)[1]]
+        cols = [c for c in range(len(self.xblocks)) if f(0, c)[2] < box[3] and box[2] < f(0, c)[3]]
+        return [(r, c) for r in rows for c in cols]
+
+def plan_blocks(shape, # (H, W) of the scene
+                window:int=512, overlap:int=64, # as `predict_scene`
+                k:int=4, # windows per block side: a block is one task of k x k windows
+               ) -> BlockPlan:
+    "`predict_scene`'s window grid for an (H,W) scene, cut into blocks of `k` x `k` windows."
+    if not (isinstance(k, int) and k >= 1): raise ValueError(f"k (windows per block side) must be an integer >= 1, got {k!r}")
+    H, W = (int(v) for v in shape)
+    ywins, xwins = cover_span(0, H, H, window, overlap), cover_span(0, W, W, window, overlap)
+    groups = lambda n: [(i, min(n, i + k)) for i in range(0, n, k)]
+    return BlockPlan((H, W), window, overlap, ywins, xwins, groups(len(ywins)), groups(len(xwins)))
+
+def grow(box, halo:int, shape) -> tuple: # (y0, y1, x0, x1)
+    "The (y0, y1, x0, x1) `box` grown by `halo` px on every side, clipped to an (H, W) `shape`."
+    y0, y1, x0, x1 = box; H, W = shape
+    return max(0, y0 - halo), min(H, y1 + halo), max(0, x0 - halo), min(W, x1 + halo)
+
+# %% ../nbs/14_geo.ipynb #d5b9e7cc
+def _save(path:Path, array=None, obj=None):
+    "Write an .npy `array` or a JSON `obj` to `path` atomically (a task killed halfway leaves no half-written file)."
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if array is not None:
+        with open(tmp, "wb") as fh: np.save(fh, array)
+    else: tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+_WORKER_PREDICTORS = {}  # per process, {model: (model, predictor)}: a worker loads the networks once
+
+def _worker_threads() -> int:
+    "Threads of the Dask worker this runs on (2 outside one): a worker's networks use that many."
+    try:
+        from distributed import get_worker
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError): return 2
+
+def _worker_predictor(model, gsd_factor:float=1.0):
+    "This process's predictor for `model` (None: shipped, a .safetensors path, a name, or an object), made once."
+    import torch
+    from roadgie.model import Predictor, load_model
+    key = model if model is None or isinstance(model, str) else id(model)   # the model is kept alive with its predictor
+    if key not in _WORKER_PREDICTORS:
+        n = _worker_threads()
+        if model is None: p = shipped_predictor(threads=n)
+        elif isinstance(model, str) and model.endswith(".safetensors"): p = Predictor(load_model(model), threads=n).predict
+        elif isinstance(model, torch.nn.Module): p = Predictor(model, threads=n).predict
+        else: p = as_predictor(model)
+        _WORKER_PREDICTORS[key] = (model, p)
+    p = _WORKER_PREDICTORS[key][1]
+    return Rescaled(p, gsd_factor) if gsd_factor != 1 else p
+
+def predict_block(scene:str, plan:BlockPlan, r:int, c:int, work:str, # the scene file, the plan, the block, the work folder
+                  model=None, prompts=(), gsd_factor:float=1.0) -> dict: # {"windows", "windows_run", "predict_s"}
+    "Run block (r, c)'s windows, weighted as `predict_scene` weights them; save the weighted sum and validity of its canvas."
+    work = Path(work); done = work / f"a_{r}_{c}.json"
+    if done.is_file(): return json.loads(done.read_text())
+    t0, (H, W) = time.perf_counter(), plan.shape
+    predict = _worker_predictor(model, gsd_factor)
+    (wy, _), (wx, _) = seam_weights(plan.ywins, H, plan.overlap), seam_weights(plan.xwins, W, plan.overlap)
+    y0, y1, x0, x1 = plan.canvas(r, c)
+    acc, valid, n = np.zeros((y1 - y0, x1 - x0), np.float32), np.zeros((y1 - y0, x1 - x0), bool), 0
+    with open_scene(scene) as sc:
+        for i in range(*plan.yblocks[r]):
+            for j in range(*plan.xblocks[c]):
+                win = (*plan.ywins[i], *plan.xwins[j]); a, b, e, f = win
+                img, v = sc.read(win); valid[a - y0:b - y0, e - x0:f - x0] = v
+                out = NODATA_LOGIT
+                if v.any(): out = _check_window_logits(predict(img, prompt_channels(prompts, win), None), win); n += 1
+                acc[a - y0:b - y0, e - x0:f - x0] += out * np.outer(wy[i], wx[j]).astype(np.float32)
+    _save(work / f"a_{r}_{c}.npy", acc); _save(work / f"av_{r}_{c}.npy", valid)
+    stats = dict(windows=int(np.prod([g[1] - g[0] for g in (plan.yblocks[r], plan.xblocks[c])])), windows_run=n,
+                 predict_s=time.perf_counter() - t0)
+    _save(done, obj=stats)
+    return stats
+
+def threshold_block(plan:BlockPlan, r:int, c:int, work:str, cut:float, # cut: the threshold as a logit
+                    *after) -> str: # after: the predict tasks it waits for; returns the saved mask's path
+    "Sum the canvases over block (r, c)'s own pixels, divide by the blending weights and threshold: its raw mask."
+    work = Path(work); out = work / f"m_{r}_{c}.npy"
+    if out.is_file(): return str(out)
+    (H, W), box = plan.shape, plan.owned(r, c)
+    (_, dy), (_, dx) = seam_weights(plan.ywins, H, plan.overlap), seam_weights(plan.xwins, W, plan.overlap)
+    y0, y1, x0, x1 = box
+    z = np.zeros((y1 - y0, x1 - x0), np.float32)
+    for rc in plan.meeting(box):   # its own windows and its neighbours' overlaps
+        a, b, e, f = plan.canvas(*rc); acc = np.load(work / f"a_{rc[0]}_{rc[1]}.npy", mmap_mode="r")
+        ya, yb, xa, xb = max(a, y0), min(b, y1), max(e, x0), min(f, x1)
+        z[ya - y0:yb - y0, xa - x0:xb - x0] += acc[ya - a:yb - a, xa - e:xb - e]
+    z /= np.outer(dy[y0:y1], dx[x0:x1]).astype(np.float32)
+    a, _, e, _ = plan.canvas(r, c)
+    valid = np.load(work / f"av_{r}_{c}.npy", mmap_mode="r")[y0 - a:y1 - a, x0 - e:x1 - e]
+    z[~valid] = NODATA_LOGIT
+    _save(out, (z > cut).astype(np.uint8) | (valid.astype(np.uint8) << 1))   # bit 0: road, bit 1: valid
+    return str(out)
+
+# %% ../nbs/14_geo.ipynb #01cf29e1
+def read_blocks(plan:BlockPlan, work, box, # (y0, y1, x0, x1) pixels to read
+                prefix:str="c", # "m": raw masks (`threshold_block`), "c": cleaned (`vectorise_block`)
+               ) -> np.ndarray: # (y1-y0, x1-x0) uint8: bit 0 road, bit 1 valid
+    "The pixels of `box`, gathered from the blocks' saved masks."
+    y0, y1, x0, x1 = box
+    out = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for r, c in plan.meeting(box, "owned"):
+        a, b, e, f = plan.owned(r, c); m = np.load(Path(work) / f"{prefix}_{r}_{c}.npy", mmap_mode="r")
+        ya, yb, xa, xb = max(a, y0), min(b, y1), max(e, x0), min(f, x1)
+        out[ya - y0:yb - y0, xa - x0:xb - x0] = m[ya - a:yb - a, xa - e:xb - e]
+    return out
+
+class BlockMask:
+    "A scene-sized bool mask kept in the blocks' files, read a band of rows at a time: `mask[y0:y1]` -> (rows, W) bool."
+    def __init__(self, plan:BlockPlan, work, prefix:str="c", bit:int=0): # bit 0: roads, bit 1: valid
+        self.plan, self.work, self.prefix, self.bit, self.shape = plan, Path(work), prefix, bit, plan.shape
+    def __getitem__(self, rows:slice) -> np.ndarray:
+        y0, y1, _ = rows.indices(self.shape[0])
+        return (read_blocks(self.plan, self.work, (y0, y1, 0, self.shape[1]), self.prefix) >> self.bit & 1).astype(bool)
+    def __repr__(self): return f"BlockMask({self.shape}, {len(self.plan.blocks)} blocks in {self.work})"
+
+# %% ../nbs/14_geo.ipynb #6a6a08f5
+def crossing(p, q, # pixel (x, y) p inside the box, q outside it
+             box) -> np.ndarray: # (2,) float (x, y)
+    "Where the segment p -> q leaves the (y0, y1, x0, x1) box of pixels: on the pixel edge half a pixel past p's row or column."
+    y0, y1, x0, x1 = box
+    p, q = np.asarray(p, float), np.asarray(q, float); t = 1.0
+    for a, lo, hi in ((0, x0 - 0.5, x1 - 0.5), (1, y0 - 0.5, y1 - 0.5)):
+        if q[a] > hi: t = min(t, (hi - p[a]) / (q[a] - p[a]))
+        if q[a] < lo: t = min(t, (lo - p[a]) / (q[a] - p[a]))
+    return p + t * (q - p)
+
+def clip_polyline(pts, # (N,2) float pixel (x, y) points
+                  box, # (y0, y1, x0, x1) half-open box of pixels
+                 ) -> list: # [(pts (M,2), starts_at_edge, ends_at_edge)]
+    "The pieces of a polyline inside `box`; a piece the box cuts ends exactly on the box's edge."
+    pts = np.asarray(pts, float); y0, y1, x0, x1 = box
+    inside = (pts[:, 0] >= x0) & (pts[:, 0] < x1) & (pts[:, 1] >= y0) & (pts[:, 1] < y1)
+    edges = np.flatnonzero(np.diff(np.r_[0, inside.astype(np.int8), 0]))
+    out = []
+    for i, j in zip(edges[::2], edges[1::2]):   # runs [i, j) of points inside
+        piece = ([crossing(pts[i], pts[i - 1], box)] if i > 0 else []) + list(pts[i:j])
+        if j < len(pts): piece.append(crossing(pts[j - 1], pts[j], box))
+        if len(piece) >= 2: out.append((np.array(piece), bool(i > 0), bool(j < len(pts))))
+    return out
+
+def _seam_key(xy) -> tuple: return ("seam", round(float(xy[0]), 2), round(float(xy[1]), 2))
+
+def block_lines(g:nx.Graph, # road graph of a block's mask with its halo (pixel coordinates of that crop)
+                core, # (y0, y1, x0, x1) the block's own pixels, in the crop's coordinates
+                offset, # (y, x) of the crop in the scene
+                tag:tuple, # the block's name, (r, c): keeps its graph's node ids apart from other blocks'
+               ) -> list: # [{"pts": [[x, y], ...] scene pixels, "ends": [key, key]}]
+    "A block's share of the road network: its graph's lines clipped to its own pixels, each end named for stitching."
+    oy, ox = offset; out = []
+    for u, v, d in g.edges(data=True):
+        pts = np.asarray(d["pts"], float)
+        if np.hypot(*(pts[0] - g.nodes[u]["xy"])) > np.hypot(*(pts[0] - g.nodes[v]["xy"])): u, v = v, u   # u -> v along pts
+        for piece, cut0, cut1 in clip_polyline(pts, core):
+            piece = piece + (ox, oy)
+            ends = [_seam_key(piece[0]) if cut0 else ("node", *tag, int(u)), _seam_key(piece[-1]) if cut1 else ("node", *tag, int(v))]
+            out.append({"pts": piece.round(3).tolist(), "ends": ends})
+    return out
+
+def stitch_lines(lines:list, # [{"pts", "ends"}] from every block (`block_lines`)
+                 tol:float=2.0, # px: loose seam ends this close are the same point
+                ) -> nx.MultiGraph: # nodes 0..n-1, edges with "pts" (N,2) scene pixels and "length" (px)
+    "One road network from the blocks' lines: the two halves of a line cut at a seam become one line again."
+    from scipy.spatial import cKDTree
+    M = nx.MultiGraph()
+    for l in lines:
+        u, v = (tuple(k) for k in l["ends"])
+        M.add_edge(u, v, pts=np.asarray(l["pts"], float), ends=(u, v))
+    loose = [n for n in M.nodes if n[0] == "seam" and M.degree(n) == 1]   # seam ends without a partner at the same point
+    if len(loose) > 1:
+        xy, used = np.array([n[1:] for n in loose]), set()
+        for i, j in sorted(cKDTree(xy).query_pairs(tol), key=lambda p: np.hypot(*(xy[p[0]] - xy[p[1]]))):
+            if i in used or j in used: continue
+            used |= {i, j}
+            nx.contracted_nodes(M, loose[i], loose[j], self_loops=True, copy=False)
+            for _, _, d in M.edges(loose[i], data=True): d["ends"] = tuple(loose[i] if x == loose[j] else x for x in d["ends"])
+    for n in [n for n in M.nodes if n[0] == "seam"]:   # join the two halves of each cut line
+        es = list(M.edges(n, data=True))
+        if len(es) != 2 or any(a == b for a, b, _ in es): continue
+        (_, a, da), (_, b, db) = es
+        pa = da["pts"] if da["ends"][1] == n else da["pts"][::-1]   # ... -> n
+        pb = db["pts"] if db["ends"][0] == n else db["pts"][::-1]   # n -> ...
+        M.remove_node(n)
+        M.add_edge(a, b, pts=np.concatenate([pa, pb[1:]]), ends=(a, b))
+    G = nx.convert_node_labels_to_integers(M)
+    for _, _, d in G.edges(data=True): d["length"] = polyline_length(d["pts"]); del d["ends"]
+    return G
+
+# %% ../nbs/14_geo.ipynb #8eb5afdd
+def vectorise_block(plan:BlockPlan, r:int, c:int, work:str, min_px:float, # pieces shorter than this (px) are dropped
+                    halo:int, # px of the neighbours' masks seen around the block's own pixels
+                    prune:float=10, # spur pruning (px), as `mask_to_graph`
+                    *after) -> dict: # after: the threshold tasks it waits for; returns the block's counts
+    "Clean block (r, c)'s mask (short pieces dropped, judged with a halo) and vectorise it; save its mask and its lines."
+    work = Path(work); done = work / f"c_{r}_{c}.json"
+    if done.is_file(): return json.loads(done.read_text())
+    t0, (H, W) = time.perf_counter(), plan.shape
+    y0, y1, x0, x1 = plan.owned(r, c)
+    e = grow((y0, y1, x0, x1), halo, plan.shape)
+    raw = read_blocks(plan, work, e, "m"); ext = (raw & 1).astype(bool)
+    sides = "".join(s for s, inner in zip("tblr", (e[0] > 0, e[1] < H, e[2] > 0, e[3] < W)) if inner)
+    m, g, _ = drop_short_roads(ext, min_px, prune, sides)
+    core = (y0 - e[0], y1 - e[0], x0 - e[2], x1 - e[2]); own = np.s_[core[0]:core[1], core[2]:core[3]]
+    gone, n = ndimage.label(ext & ~m, structure=np.ones((3, 3)))   # each dropped piece counted by the block of its first pixel
+    first = np.asarray(ndimage.minimum(np.arange(gone.size).reshape(gone.shape), gone, range(1, n + 1)) if n else [], int)
+    fy, fx = np.divmod(first, gone.shape[1])
+    lines = block_lines(g, core, (e[0], e[2]), (r, c))
+    stats = dict(road_px=int(m[own].sum()), valid_px=int((raw[own] >> 1).sum()), lines=len(lines),
+                 dropped=int(((fy >= core[0]) & (fy < core[1]) & (fx >= core[2]) & (fx < core[3])).sum()),
+                 graph_s=time.perf_counter() - t0)
+    _save(work / f"c_{r}_{c}.npy", m[own].astype(np.uint8) | (raw[own] & 2)); _save(work / f"l_{r}_{c}.json", obj=lines)
+    _save(done, obj=stats)
+    return stats
+
+# %% ../nbs/14_geo.ipynb #e1dd1cf9
+def connect(scheduler, # a scheduler address ("tcp://host:8786") or a Client
+            timeout:float=5.0):
+    "A `dask.distributed.Client` for `scheduler`; a clear error when none answers within `timeout` seconds."
+    from distributed import Client
+    if isinstance(scheduler, Client): return scheduler
+    if not isinstance(scheduler, str): raise TypeError(f"expected a dask.distributed.Client or a scheduler address, got {type(scheduler).__name__}")
+    try: return Client(scheduler, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise ConnectionError(f"no Dask scheduler answered at {scheduler!r} within {timeout:g} s ({type(e).__name__}): check "
+                              "the address, start one (`dask scheduler`, then `dask worker ADDRESS` on each machine), or use "
+                              "--workers N for a cluster on this machine") from None
+
+def local_cluster(workers:int, threads:int=1):
+    "A Client of a `LocalCluster` of `workers` processes with `threads` threads each (close both with `.close()` / `.cluster.close()`)."
+    import logging
+    from distributed import Client, LocalCluster
+    if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    return Client(cluster, set_as_default=False)
+
+def peak_rss_mb() -> float:
+    "This process's peak resident memory (MB): Linux's VmHWM (its own: ru_maxrss would include its parent's, across exec)."
+    try: return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+    except (OSError, AttributeError):
+        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+def _model_key(model) -> str:
+    "A name for `model` that changes with its weights or code (a resumed run must use the same model)."
+    import hashlib, torch
+    if model is None or isinstance(model, str): return str(model)
+    net = model if isinstance(model, torch.nn.Module) else getattr(model, "model", None)
+    if isinstance(net, torch.nn.Module):
+        h = hashlib.sha1()
+        for v in net.state_dict().values(): h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return f"{type(model).__name__}:{h.hexdigest()}"
+    code = getattr(model, "__code__", None)
+    if code is not None: return f"{model.__qualname__}:{hashlib.sha1(code.co_code).hexdigest()}"
+    return f"{type(model).__name__}:{id(model)}"   # cannot tell: never resumed
+
+def _claim(work:Path, key:dict):
+    "Mark `work` as this run's (its settings in run.json); refuse one holding another run's blocks."
+    f, key = work / "run.json", json.loads(json.dumps(key))
+    if f.is_file() and json.loads(f.read_text()) != key:
+        raise ValueError(f"{work} holds the blocks of another run (another scene, model or setting): remove it, or choose "
+                         "another output folder")
+    _save(f, obj=key)
+
+# %% ../nbs/14_geo.ipynb #04532247
+def segment_blocks(scene_path, out_dir, client, # a file every worker can read; the outputs; a Client or scheduler address
+                   prompts=None, model=None, window:int=512, overlap:int=64, threshold:float=0.5, min_length:float=10.0,
+                   progress:bool=True, gsd="auto", # all as `segment_scene`
+                   k:int=4, # windows per block side: one task per block
+                   work_dir=None, # where blocks are kept until the end (default out_dir/.blocks): a rerun skips those done
+                  ) -> dict: # {"mask", "geojson", "quicklook", "summary"}: Paths
+    "`segment_scene` as Dask tasks: blocks of windows predicted, thresholded and vectorised on the workers, stitched here."
+    from distributed import as_completed
+    if not 0 < threshold < 1: raise ValueError(f"threshold must be a probability in (0, 1), got {threshold}")
+    if not isinstance(scene_path, (str, os.PathLike)) or not Path(scene_path).is_file():
+        raise ValueError(f"with a Dask client the scene must be a file every worker can read, got {str(scene_path)[:200]}")
+    t0, client, scene_path = time.perf_counter(), connect(client), str(Path(scene_path).resolve())
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir) if work_dir else out / ".blocks"; work.mkdir(parents=True, exist_ok=True)
+    with open_scene(scene_path) as sc:
+        min_px, unit, scene_gsd = min_length_px(min_length, sc)
+        pr, plan = scene_prompts(prompts, sc), plan_blocks(sc.shape, window, overlap, k)
+        if isinstance(gsd, str) and gsd != "auto": raise ValueError(f'expected gsd "auto", None or metres per pixel, got {gsd!r}')
+        g = (ground_resolution(sc.transform, sc.crs, sc.shape) if sc.georeferenced else None) if gsd == "auto" else gsd
+        f = gsd_scale(g) if _sees_imagery(model) else 1.0
+        st = Path(scene_path).stat()
+        _claim(work, dict(scene=scene_path, bytes=st.st_size, mtime=st.st_mtime, window=window, overlap=overlap, k=k,
+                          threshold=threshold, min_length=min_length, gsd=g, model=_model_key(model),
+                          prompts=[[p.kind, bool(p.positive), float(p.size), np.asarray(p.pts).round(3).tolist()] for p in pr]))
+        skipped, reused = (sum((work / f"{s}_{r}_{c}.json").is_file() for r, c in plan.blocks) for s in "ca")
+        halo = int(max(64, 2 * math.ceil(min_px) + 16))   # a piece leaving the halo is longer than min_length: kept
+        mdl = model if model is None or isinstance(model, str) else client.scatter(model, broadcast=True, hash=False)
+        prs = client.scatter(pr, broadcast=True, hash=False) if pr else ()
+        A = {b: client.submit(predict_block, scene_path, plan, *b, str(work), mdl, prs, f, pure=False) for b in plan.blocks}
+        B = {b: client.submit(threshold_block, plan, *b, str(work), math.log(threshold / (1 - threshold)),
+                              *[A[x] for x in plan.meeting(plan.owned(*b))], pure=False) for b in plan.blocks}
+        C = {b: client.submit(vectorise_block, plan, *b, str(work), min_px, halo, 10,
+                              *[B[x] for x in plan.meeting(grow(plan.owned(*b), halo, plan.shape), "owned")], pure=False)
+             for b in plan.blocks}
+        futures = [*A.values(), *B.values(), *C.values()]
+        try:
+            for fut in tqdm(as_completed(futures, loop=client.loop), total=len(futures), desc=f"{len(plan.blocks)} blocks x 3 tasks",
+                            disable=not progress): fut.result()
+            pstats, cstats = client.gather(list(A.values())), client.gather(list(C.values()))
+        finally: client.cancel(futures)
+        t = time.perf_counter()
+        net = stitch_lines([l for r, c in plan.blocks for l in json.loads((work / f"l_{r}_{c}.json").read_text())])
+        H, W = plan.shape; n_valid = sum(s["valid_px"] for s in cstats)
+        rss = client.run(peak_rss_mb)
+        paths = write_outputs(sc, out, BlockMask(plan, work), None if n_valid == H * W else BlockMask(plan, work, bit=1), net, dict(
+            ground_resolution_m=scene_gsd, window=window, overlap=overlap, threshold=threshold, min_length=min_length,
+            min_length_unit=unit, pieces_dropped=sum(s["dropped"] for s in cstats),
+            road_fraction=sum(s["road_px"] for s in cstats) / (H * W), valid_fraction=n_valid / (H * W),
+            windows=len(plan.ywins) * len(plan.xwins), windows_run=sum(s["windows_run"] for s in pstats), prompts=len(pr),
+            gsd=g, resampled=f, workers=len(rss), scheduler=client.scheduler.address, blocks=len(plan.blocks),
+            blocks_skipped=skipped, predictions_reused=reused, block_windows=k, task_seconds=sum(s["predict_s"] for s in pstats) + sum(s["graph_s"] for s in cstats),
+            stitch_seconds=time.perf_counter() - t,
+            peak_rss_mb=dict(client=0.0, workers=sorted(round(v, 1) for v in rss.values()))), t0)
+    summ = json.loads(paths["summary"].read_text()); summ["peak_rss_mb"]["client"] = round(peak_rss_mb(), 1)   # after writing
+    paths["summary"].write_text(json.dumps(summ, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+    return paths

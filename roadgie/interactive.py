@@ -143,11 +143,12 @@ class AutoStart:
         return self.interactive(image, prompts, prev_logits)
     def __repr__(self): return f"AutoStart({self.interactive!r}, {self.automatic!r})"
 
-def shipped_predictor() -> AutoStart:
+def shipped_predictor(threads:int=2, # ONNX Runtime threads of each network
+                     ) -> AutoStart:
     "The shipped interactive network, starting each session from the shipped automatic network's prediction."
     from roadgie.model import Predictor, load_pretrained, load_automatic
     i, a = load_pretrained(), load_automatic()   # FileNotFoundError with the expected path when no weights ship
-    return AutoStart(Predictor(i).predict, Predictor(a).predict, a.logit_offset - i.logit_offset)
+    return AutoStart(Predictor(i, threads=threads).predict, Predictor(a, threads=threads).predict, a.logit_offset - i.logit_offset)
 
 # %% ../nbs/10_interactive.ipynb #ce6035c2
 def cover_span(lo:int, hi:int, # the span [lo, hi) to cover (clipped to [0, L))
