@@ -496,7 +496,9 @@ def _segment_parser() -> Parser:
                 "quicklook.png (the scene with the roads in red) and summary.json, into ./runs/segment-<scene>/ or --out; "
                 "several scenes (or a folder of them): one folder per scene and summary.csv, one row per scene.",
                 examples=["roadgie-segment scene.tif --out out/", "roadgie-segment scene.tif --out out/ --prompts prompts.geojson",
-                          "roadgie-segment scenes/ --out out/    # every .tif/.png/.jpg in scenes/", "roadgie-segment a.tif b.tif --min-length 25"],
+                          "roadgie-segment scenes/ --out out/    # every .tif/.png/.jpg in scenes/", "roadgie-segment a.tif b.tif --min-length 25",
+                          "roadgie-segment region.tif --out out/ --workers 2    # Dask: 2 worker processes on this machine",
+                          "roadgie-segment region.tif --out out/ --scheduler tcp://10.0.0.5:8786    # an existing Dask cluster"],
                 notes="Without --prompts the network segments the scene on its own. That is a first draft to correct with "
                       "prompts, not a finished map: it misses roads and marks road-like texture (fields, rivers, roofs) as "
                       "road. Prompts: a GeoJSON of Points (clicks) and LineStrings (scribbles) in the scene's CRS, property "
@@ -516,6 +518,11 @@ def _segment_parser() -> Parser:
     ap.add_argument("--gsd", default="auto", help="metres per pixel: 'auto' (default) reads the GeoTIFF's own and, outside "
                     "the %.1f-%.1f m/px the network was trained on, shows it the scene resampled into that band; a number "
                     "overrides it; 'none' never resamples" % tuple(gsd_band))
+    ap.add_argument("--workers", type=int, default=None, help="run the scene as Dask tasks on N worker processes on this "
+                    "machine (a LocalCluster, one thread each); no data passes through this process, the mask is written "
+                    "block by block; rerun with the same --out after an interruption to skip the blocks already done")
+    ap.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run the scene as Dask tasks on an existing cluster "
+                    "(e.g. tcp://host:8786); its workers must read the scene and the output folder at the same paths")
     return ap
 
 def _segment(argv):
@@ -527,6 +534,8 @@ def _segment(argv):
     except ValueError: gsd = float("nan")
     if gsd not in ("auto", None) and not (math.isfinite(gsd) and gsd > 0):
         raise CliError(f"--gsd {a.gsd}: expected 'auto', 'none' or a positive number of metres per pixel")
+    if a.workers is not None and a.scheduler: raise CliError("--workers and --scheduler: give one (a cluster on this machine, or an existing one)")
+    if a.workers is not None and a.workers < 1: raise CliError(f"--workers {a.workers}: expected 1 or more worker processes")
     files = scene_files(a.scenes); names = scene_names(files)
     if a.prompts and len(files) > 1: raise CliError(f"--prompts {a.prompts}: the prompts of one scene, but {len(files)} scenes were given")
     final = run_dir(a.out, f"segment-{names[0]}" if len(files) == 1 else "segment")
@@ -544,25 +553,44 @@ def _segment(argv):
         if a.model:
             from roadgie.model import load_model
             model = checked("--model", load_model, a.model)
-        rows = []
-        with run_folder(final) as tmp:
+        rows, client, blocks = [], None, final.parent / f".{final.name}.blocks"   # blocks: kept across an interruption
+        if a.scheduler or a.workers:
+            from roadgie.geo import connect, local_cluster
+            client = checked("--scheduler", connect, a.scheduler) if a.scheduler else local_cluster(a.workers)
+            print(f"roadgie-segment: Dask cluster at {client.scheduler.address}, {len(client.scheduler_info()['workers'])} "
+                  "worker(s)", flush=True)
+        with _closing(client), run_folder(final) as tmp:
             for f, name in zip(files, names):
                 if len(files) > 1: print(f"roadgie-segment: {f}", flush=True)
+                dask = dict(client=client, work_dir=blocks / name) if client else {}
                 paths = segment_scene(f, tmp if len(files) == 1 else tmp / name, prompts=a.prompts, model=model, window=a.window,
-                                      overlap=a.overlap, threshold=a.threshold, min_length=a.min_length, gsd=gsd)
+                                      overlap=a.overlap, threshold=a.threshold, min_length=a.min_length, gsd=gsd, **dask)
                 s = json.loads(paths["summary"].read_text())
                 rows.append(dict(scene=str(f), folder="." if len(files) == 1 else name, **{k: s.get(k) for k in (
-                    "n_roads", "length_m", "length_px", "pieces_dropped", "min_length", "min_length_unit", "road_fraction", "georeferenced")}))
+                    "n_roads", "length_m", "length_px", "pieces_dropped", "min_length", "min_length_unit", "road_fraction", "georeferenced",
+                    "workers", "seconds", "mpx_per_s")}))
             if len(files) > 1: _write_csv(tmp / "summary.csv", rows)
+    if blocks.is_dir() and not any(blocks.iterdir()): blocks.rmdir()
     for m in dict.fromkeys(str(w.message) for w in notes): print(f"roadgie-segment: note: {m}", file=sys.stderr)
     for r in rows:
         length = f"{r['length_m'] / 1000:.2f} km" if r["georeferenced"] else f"{r['length_px']:.0f} px"
         print(f"roadgie-segment: {Path(r['scene']).name}: {r['n_roads']} road lines, {length} in all; {r['pieces_dropped']} "
-              f"pieces of road shorter than {r['min_length']:g} {r['min_length_unit']} dropped (--min-length)")
+              f"pieces of road shorter than {r['min_length']:g} {r['min_length_unit']} dropped (--min-length); "
+              f"{r['seconds']:.1f} s, {r['mpx_per_s']:.2f} Mpx/s " + (f"on {r['workers']} Dask worker(s)" if r["workers"] else "in this process"))
     print(f"roadgie-segment: {s['note'] if s['note'] == NO_PROMPT_NOTE else 'prompts: ' + s['note']}")
     if len(files) == 1: print("\n".join(f"  {k}: {final / Path(v).name}" for k, v in paths.items()))
     else: print(f"roadgie-segment: {len(files)} scenes, one folder each (mask.tif, roads.geojson, quicklook.png, summary.json), "
                 f"and summary.csv in {final}")
+
+@contextmanager
+def _closing(client):
+    "Close a Dask client (and the local cluster it started) on the way out; nothing without one."
+    try: yield client
+    finally:
+        if client is not None:
+            cluster = client.cluster
+            client.close()
+            if cluster is not None: cluster.close()
 
 def _write_csv(path, rows:list[dict]):
     import csv

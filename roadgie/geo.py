@@ -21,10 +21,11 @@ from .scene import (Scene, _rio, crs_name, ground_resolution, network_geojson,
 
 # %% auto #0
 __all__ = ['NODATA_LOGIT', 'NO_PROMPT_NOTE', 'SceneResult', 'predict_scene', 'drop_short_roads', 'min_length_px', 'quicklook',
-           'write_mask_rows', 'write_outputs', 'segment_scene', 'geojson_on_mask', 'window_cores', 'benchmark_scene',
-           'BlockPlan', 'plan_blocks', 'grow', 'predict_block', 'threshold_block', 'read_blocks', 'BlockMask',
-           'crossing', 'clip_polyline', 'block_lines', 'stitch_lines', 'vectorise_block', 'connect', 'local_cluster',
-           'peak_rss_mb', 'segment_blocks']
+           'write_mask_rows', 'peak_rss_mb', 'write_network', 'write_outputs', 'segment_scene', 'geojson_on_mask',
+           'window_cores', 'benchmark_scene', 'BlockPlan', 'plan_blocks', 'grow', 'predict_block', 'threshold_block',
+           'read_blocks', 'BlockMask', 'crossing', 'clip_polyline', 'block_lines', 'stitch_lines', 'network_pieces',
+           'vectorise_block', 'connect', 'local_cluster', 'segment_blocks', 'compare_masks', 'network_stats',
+           'benchmark_cluster']
 
 # %% ../nbs/14_geo.ipynb #1dc68e2d
 NODATA_LOGIT = -20.0  # logit written where the scene has no data
@@ -140,8 +141,9 @@ def quicklook(scene:Scene, mask, # (H,W) bool roads on the scene's grid, or anyt
     from matplotlib.figure import Figure
     H, W = scene.shape; f = max(1, math.ceil(max(H, W) / max_side)); step = 64 * f
     img, red = [], []
-    for y in range(0, H, step):
-        img.append(scene.read((y, min(H, y + step), 0, W))[0][::f, ::f])
+    for y in range(0, H, step):   # bands of rows, read in pieces of 16 bands' width
+        img.append(np.concatenate([scene.read((y, min(H, y + step), x, min(W, x + 16 * step)))[0][::f, ::f]
+                                   for x in range(0, W, 16 * step)], 1))
         m = np.asarray(mask[y:min(H, y + step)], bool); h, w = -(-m.shape[0] // f), -(-W // f)
         red.append(np.pad(m, ((0, h * f - m.shape[0]), (0, w * f - W))).reshape(h, f, w, f).any((1, 3)))   # max-pooled
     img, m = np.concatenate(img), np.concatenate(red)
@@ -173,26 +175,44 @@ def write_mask_rows(path, mask, # (H,W) bool on the scene's grid, or anything gi
     return Path(path)
 
 # %% ../nbs/14_geo.ipynb #064168f3
+def peak_rss_mb() -> float:
+    "This process's peak resident memory (MB): Linux's VmHWM (its own: ru_maxrss would include its parent's, across exec)."
+    try: return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+    except (OSError, AttributeError):
+        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+def write_network(path, graphs, # road graphs in scene pixels (an iterable: one, or a stream of pieces)
+                  sc:Scene) -> tuple: # (lines, length_m (0 without a CRS), length_px)
+    "One GeoJSON FeatureCollection in the scene's CRS from `graphs`, written feature by feature: no whole network in memory."
+    rest = {k: v for k, v in network_geojson(None, sc, graph=nx.Graph()).items() if k not in ("type", "features")}
+    n = length_m = length_px = 0
+    with open(path, "w") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [')
+        for g in graphs:
+            for f in network_geojson(None, sc, graph=g)["features"]:
+                fh.write((", " if n else "") + json.dumps(f)); n += 1
+                length_m += f["properties"]["length_m"] or 0; length_px += f["properties"]["length_px"]
+        fh.write("], " + json.dumps(rest)[1:] if rest else "]}")
+    return n, length_m, length_px
+
 def write_outputs(sc:Scene, out:Path, mask, # (H,W) bool, or anything giving its rows as `mask[y0:y1]`
                   valid, # like `mask`, or None where the whole scene has data
-                  graph, # the kept roads' graph (scene pixels)
+                  graphs, # the kept roads' graph (scene pixels), or an iterable of pieces of it (`write_network`)
                   summary:dict, # what the run knows: window, threshold, pieces_dropped, road_fraction, ...
                   t0:float) -> dict: # {"mask", "geojson", "quicklook", "summary"}: Paths
     "A segmented scene's four outputs: mask.tif, roads.geojson (scene CRS), quicklook.png and summary.json."
     t = time.perf_counter()
     paths = {"mask": write_mask_rows(out / "mask.tif", mask, sc, valid), "geojson": out / "roads.geojson",
              "quicklook": out / "quicklook.png", "summary": out / "summary.json"}
-    fc = network_geojson(None, sc, graph=graph)
-    paths["geojson"].write_text(json.dumps(fc))
-    n, s = len(fc["features"]), summary
+    n, length_m, length_px = write_network(paths["geojson"], [graphs] if isinstance(graphs, nx.Graph) else graphs, sc)
+    s = summary
     note = NO_PROMPT_NOTE if not s["prompts"] else f"{s['prompts']} prompt(s) used"
     quicklook(sc, mask, paths["quicklook"], f"{Path(str(sc.path or 'scene')).name}: {n} road lines (red), pieces shorter "
               f"than {s['min_length']:g} {s['min_length_unit']} dropped ({s['pieces_dropped']}). " +
               ("No prompts: a first draft to correct with prompts, not a finished map." if not s["prompts"] else note))
     H, W = sc.shape; seconds = time.perf_counter() - t0
     summ = dict(scene=str(sc.path), shape=[H, W], crs=crs_name(sc.crs), transform=list(sc.transform)[:6],
-                georeferenced=sc.georeferenced, n_roads=n, length_m=sum(f["properties"]["length_m"] or 0 for f in fc["features"]),
-                length_px=sum(f["properties"]["length_px"] for f in fc["features"]),   # a plain image's length, too
+                georeferenced=sc.georeferenced, n_roads=n, length_m=length_m, length_px=length_px,   # px: a plain image's length, too
                 note=note, **s, write_seconds=time.perf_counter() - t, seconds=seconds, mpx_per_s=H * W / 1e6 / seconds)
     paths["summary"].write_text(json.dumps(summ, indent=1))
     return paths
@@ -223,7 +243,7 @@ def segment_scene(scene_path, # GeoTIFF (or any raster GDAL reads: PNG/JPEG work
         return write_outputs(sc, out, mask, None if res.valid.all() else res.valid, g, dict(
             ground_resolution_m=scene_gsd, window=window, overlap=overlap, threshold=threshold, min_length=min_length,
             min_length_unit=unit, pieces_dropped=dropped, road_fraction=float(mask.mean()),
-            valid_fraction=float(res.valid.mean()), workers=0, **stats), t0)
+            valid_fraction=float(res.valid.mean()), workers=0, **stats, peak_rss_mb=dict(client=round(peak_rss_mb(), 1), workers=[])), t0)
 
 # %% ../nbs/14_geo.ipynb #950c8d16
 def geojson_on_mask(fc:dict, mask, scene:Scene, tol_px:float=2.0) -> float:
@@ -457,7 +477,8 @@ def block_lines(g:nx.Graph, # road graph of a block's mask with its halo (pixel 
 
 def stitch_lines(lines:list, # [{"pts", "ends"}] from every block (`block_lines`)
                  tol:float=2.0, # px: loose seam ends this close are the same point
-                ) -> nx.MultiGraph: # nodes 0..n-1, edges with "pts" (N,2) scene pixels and "length" (px)
+                 relabel:bool=True, # nodes numbered 0..n-1 (else the blocks' own names for them)
+                ) -> nx.MultiGraph: # edges with "pts" (N,2) scene pixels and "length" (px)
     "One road network from the blocks' lines: the two halves of a line cut at a seam become one line again."
     from scipy.spatial import cKDTree
     M = nx.MultiGraph()
@@ -480,9 +501,25 @@ def stitch_lines(lines:list, # [{"pts", "ends"}] from every block (`block_lines`
         pb = db["pts"] if db["ends"][0] == n else db["pts"][::-1]   # n -> ...
         M.remove_node(n)
         M.add_edge(a, b, pts=np.concatenate([pa, pb[1:]]), ends=(a, b))
-    G = nx.convert_node_labels_to_integers(M)
+    G = nx.convert_node_labels_to_integers(M) if relabel else M
     for _, _, d in G.edges(data=True): d["length"] = polyline_length(d["pts"]); del d["ends"]
     return G
+
+def network_pieces(plan:BlockPlan, work, tol:float=2.0, chunk:int=5000): # yields nx.MultiGraph
+    "The stitched network of the blocks' lines as graphs of <= `chunk` lines; only lines that cross a seam are held together."
+    ids, G, seams = {}, nx.MultiGraph(), []
+    def add(u, v, pts):
+        nonlocal G
+        G.add_edge(ids.setdefault(u, len(ids)), ids.setdefault(v, len(ids)), pts=pts, length=polyline_length(pts))
+        if G.number_of_edges() >= chunk: piece, G = G, nx.MultiGraph(); return piece
+    for r, c in plan.blocks:
+        for l in json.loads((Path(work) / f"l_{r}_{c}.json").read_text()):
+            u, v = (tuple(k) for k in l["ends"])
+            if "seam" in (u[0], v[0]): seams.append(l)   # joined below
+            elif (piece := add(u, v, np.asarray(l["pts"], float))) is not None: yield piece
+    for u, v, d in stitch_lines(seams, tol, relabel=False).edges(data=True):
+        if (piece := add(u, v, d["pts"])) is not None: yield piece
+    yield G
 
 # %% ../nbs/14_geo.ipynb #8eb5afdd
 def vectorise_block(plan:BlockPlan, r:int, c:int, work:str, min_px:float, # pieces shorter than this (px) are dropped
@@ -531,12 +568,6 @@ def local_cluster(workers:int, threads:int=1):
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR)
     return Client(cluster, set_as_default=False)
-
-def peak_rss_mb() -> float:
-    "This process's peak resident memory (MB): Linux's VmHWM (its own: ru_maxrss would include its parent's, across exec)."
-    try: return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
-    except (OSError, AttributeError):
-        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
 
 def _model_key(model) -> str:
     "A name for `model` that changes with its weights or code (a resumed run must use the same model)."
@@ -600,20 +631,66 @@ def segment_blocks(scene_path, out_dir, client, # a file every worker can read; 
                             disable=not progress): fut.result()
             pstats, cstats = client.gather(list(A.values())), client.gather(list(C.values()))
         finally: client.cancel(futures)
-        t = time.perf_counter()
-        net = stitch_lines([l for r, c in plan.blocks for l in json.loads((work / f"l_{r}_{c}.json").read_text())])
         H, W = plan.shape; n_valid = sum(s["valid_px"] for s in cstats)
         rss = client.run(peak_rss_mb)
-        paths = write_outputs(sc, out, BlockMask(plan, work), None if n_valid == H * W else BlockMask(plan, work, bit=1), net, dict(
+        paths = write_outputs(sc, out, BlockMask(plan, work), None if n_valid == H * W else BlockMask(plan, work, bit=1),
+                              network_pieces(plan, work), dict(
             ground_resolution_m=scene_gsd, window=window, overlap=overlap, threshold=threshold, min_length=min_length,
             min_length_unit=unit, pieces_dropped=sum(s["dropped"] for s in cstats),
             road_fraction=sum(s["road_px"] for s in cstats) / (H * W), valid_fraction=n_valid / (H * W),
             windows=len(plan.ywins) * len(plan.xwins), windows_run=sum(s["windows_run"] for s in pstats), prompts=len(pr),
             gsd=g, resampled=f, workers=len(rss), scheduler=client.scheduler.address, blocks=len(plan.blocks),
             blocks_skipped=skipped, predictions_reused=reused, block_windows=k, task_seconds=sum(s["predict_s"] for s in pstats) + sum(s["graph_s"] for s in cstats),
-            stitch_seconds=time.perf_counter() - t,
             peak_rss_mb=dict(client=0.0, workers=sorted(round(v, 1) for v in rss.values()))), t0)
     summ = json.loads(paths["summary"].read_text()); summ["peak_rss_mb"]["client"] = round(peak_rss_mb(), 1)   # after writing
     paths["summary"].write_text(json.dumps(summ, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return paths
+
+# %% ../nbs/14_geo.ipynb #d49b5516
+def compare_masks(a, b, rows:int=1024) -> tuple: # (pixels that differ, road pixels in a)
+    "Two mask GeoTIFFs of one grid compared a band of rows at a time."
+    rio = _rio()
+    from rasterio.windows import Window
+    with rio.open(a) as A, rio.open(b) as B:
+        if (A.height, A.width) != (B.height, B.width): raise ValueError(f"{a} is {A.height}x{A.width}, {b} is {B.height}x{B.width}")
+        diff = road = 0
+        for y in range(0, A.height, rows):
+            w = Window(0, y, A.width, min(rows, A.height - y)); ma, mb = A.read(1, window=w) > 0, B.read(1, window=w) > 0
+            diff += int((ma != mb).sum()); road += int(ma.sum())
+    return diff, road
+
+def network_stats(geojson) -> dict: # {"features", "components", "length_px"}
+    "Size of a roads.geojson network: LineStrings, connected pieces (lines sharing an end), total length (px)."
+    fc = json.loads(Path(geojson).read_text())["features"]
+    g = nx.Graph()
+    for f in fc:
+        xy = np.round(np.asarray(f["geometry"]["coordinates"], float), 3); g.add_edge(tuple(xy[0]), tuple(xy[-1]))
+    return dict(features=len(fc), components=nx.number_connected_components(g), length_px=sum(f["properties"]["length_px"] for f in fc))
+
+def benchmark_cluster(size:int=4096, workers=(0, 1, 2), # 0: in one process
+                      out_dir=None, window:int=512, overlap:int=64) -> list: # one dict per run
+    "Segment a size x size synthetic GeoTIFF with `roadgie-segment` in one process and with workers; print and return Mpx/s, memory, agreement."
+    import subprocess, tempfile
+    out = Path(out_dir or tempfile.mkdtemp()); out.mkdir(parents=True, exist_ok=True)
+    scene = out / f"scene{size}.tif"
+    if not scene.is_file(): write_test_scene(scene, size, truth=False)
+    rows, ref = [], None
+    for n in workers:
+        d = out / f"{size}-w{n}"
+        cmd = [sys.executable, "-c", "from roadgie.cli import segment; segment()", str(scene), "--out", str(d),
+               "--window", str(window), "--overlap", str(overlap)] + (["--workers", str(n)] if n else [])
+        t = time.perf_counter(); r = subprocess.run(cmd, capture_output=True, text=True); wall = time.perf_counter() - t
+        if r.returncode: raise RuntimeError(f"roadgie-segment failed ({r.returncode}): {r.stderr[-2000:]}")
+        s = json.loads((d / "summary.json").read_text()); mem = s["peak_rss_mb"]
+        row = dict(size=size, workers=n, seconds=round(s["seconds"], 1), command_seconds=round(wall, 1),
+                   mpx_per_s=round(s["mpx_per_s"], 3), peak_client_mb=mem["client"], peak_worker_mb=max(mem["workers"], default=None),
+                   crs=s["crs"], **network_stats(d / "roads.geojson"))
+        if n == 0: ref = d
+        elif ref is not None:
+            diff, road = compare_masks(ref / "mask.tif", d / "mask.tif"); r0 = rows[0]
+            row.update(mask_diff_pct=round(100 * diff / max(road, 1), 4), speed_vs_in_process=round(row["mpx_per_s"] / r0["mpx_per_s"], 2),
+                       components_diff_pct=round(100 * (row["components"] - r0["components"]) / r0["components"], 2),
+                       length_diff_pct=round(100 * (row["length_px"] - r0["length_px"]) / r0["length_px"], 3))
+        rows.append(row); print(row, flush=True)
+    return rows
