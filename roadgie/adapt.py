@@ -110,7 +110,9 @@ class SceneLearner:
                  update:str="all", # which parameters learn: "all", "decoder" or "norm" (`UPDATES`)
                  optimizer:str="adam", # "adam" or "sgd"
                  memory:int=8, # each lesson also replays crops of up to this many earlier sessions of the region
-                 floor:float=0.15): # weight of the accepted mask far from any stroke (`stroke_weights`)
+                 floor:float=0.15, # weight of the accepted mask far from any stroke (`stroke_weights`)
+                 anchors=None, # tiles of the places the pair was trained on, replayed so it does not forget them: (image, mask) pairs or tile records
+                 anchor_share:float=0.25): # share of each lesson's crops cut from the anchors (when there are any)
         if optimizer not in ("adam", "sgd"): raise ValueError(f"expected optimizer 'adam' or 'sgd', got {optimizer!r}")
         if update not in UPDATES: raise ValueError(f"expected update one of {list(UPDATES)}, got {update!r}")
         self.paths = (Path(interactive or PRETRAINED_PATH), Path(automatic or AUTOMATIC_PATH))
@@ -119,7 +121,8 @@ class SceneLearner:
         self._anchors = [{k: v.detach().clone() for k, v in n.named_parameters()} for n in self._base]
         self.options = dict(steps=int(steps), interactive_steps=int(interactive_steps), lr=float(lr), l2sp=float(l2sp),
                             batch=int(batch), crop=int(crop), seed=int(seed), update=update, optimizer=optimizer,
-                            memory=int(memory), floor=float(floor))
+                            memory=int(memory), floor=float(floor), anchor_share=float(anchor_share))
+        self.anchors = _anchor_sessions(anchors, seed)   # never forgotten, never saved: training data, not the region's
         self.memory = []   # earlier sessions of the region: {img (3,H,W), tw (2,H,W) target and weight, strokes [(2,H,W) uint8]}
         self._lock, self.lessons, self.log = threading.Lock(), 0, []
         self._shipped = self._pair(i, a, backend="auto")
@@ -198,6 +201,22 @@ def _stroke_subsets(strokes, k:int, rng) -> list[tuple]:
         out.append((pos, neg))
     return out
 
+def _anchor_sessions(anchors, seed:int=0) -> list[dict]:
+    "Replayable sessions of anchor tiles: the whole mask as the target (weight 1 everywhere), one simulated centre-line stroke."
+    from roadgie.data import load_image, load_mask
+    from roadgie.prompts import initial_prompt
+    out = []
+    for j, a in enumerate(anchors or []):
+        img, gt = (load_image(a["image"]), load_mask(a["mask"])) if isinstance(a, dict) else (np.asarray(a[0], np.float32), np.asarray(a[1], bool))
+        if img.ndim != 3 or img.shape[-1] != 3 or gt.shape != img.shape[:2]:
+            raise ValueError(f"anchor {j}: expected an (H,W,3) image and an (H,W) mask, got {img.shape} and {gt.shape}")
+        if not gt.any(): continue
+        stroke = initial_prompt(gt, "centre", np.random.default_rng([seed, j]))
+        out.append(dict(img=torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+                        tw=torch.from_numpy(np.stack([gt.astype(np.float32), np.ones(gt.shape, np.float32)])),
+                        strokes=[torch.from_numpy((np.stack([stroke, np.zeros_like(stroke)]) * 255).round().astype(np.uint8))]))
+    return out
+
 @torch.no_grad()
 def _raw_draft(a, image_t) -> torch.Tensor:
     "The automatic network's logits without prompts on its trained (uncalibrated) scale, as the interactive one saw in training."
@@ -215,9 +234,11 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     anchors = self._anchors
     now = dict(img=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), tw=torch.from_numpy(np.stack([target, weight])),
                strokes=[torch.from_numpy((np.stack(p) * 255).round().astype(np.uint8)) for p in subsets])   # 1 byte a pixel in memory
-    sessions = [now] + self.memory[::-1][:o["memory"]]
-    def pick(): return now if len(sessions) == 1 or rng.random() < 0.5 else sessions[1 + int(rng.integers(len(sessions) - 1))]
-    side = min([o["crop"]] + [min(m["img"].shape[1:]) for m in sessions])    # one crop size for tiles of any size
+    sessions, share = [now] + self.memory[::-1][:o["memory"]], o.get("anchor_share", 0.25)
+    def pick():
+        if self.anchors and rng.random() < share: return self.anchors[int(rng.integers(len(self.anchors)))]
+        return now if len(sessions) == 1 or rng.random() < 0.5 else sessions[1 + int(rng.integers(len(sessions) - 1))]
+    side = min([o["crop"]] + [min(m["img"].shape[1:]) for m in sessions + self.anchors])    # one crop size for tiles of any size
     def crops(planes_of):   # one crop per sample, each from the current session or an earlier one
         return torch.cat([learning_batch(planes_of(pick()), 1, side, rng) for _ in range(o["batch"])])
     def auto_batch(s):
@@ -226,7 +247,7 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     t0 = time.perf_counter()
     ra = finetune(a, auto_batch, o["steps"], o["lr"], anchors[1], o["l2sp"], o["update"], o["optimizer"])
     a.eval()
-    for m in sessions: m["draft"] = _raw_draft(a, m["img"][None])[0] - float(i.logit_offset)   # as the interactive one is fed
+    for m in sessions + self.anchors: m["draft"] = _raw_draft(a, m["img"][None])[0] - float(i.logit_offset)   # as the interactive one is fed
     def inter_batch(s):
         b = crops(lambda m: torch.cat([m["img"], m["strokes"][int(rng.integers(len(m["strokes"])))].float() / 255, m["draft"], m["tw"]]))
         return b[:, :6], b[:, 6:7], b[:, 7:8]
@@ -293,10 +314,10 @@ def _read_learner(path) -> tuple[dict, dict]: # (metadata, tensors)
     return meta, t
 
 @patch(cls_method=True)
-def load(cls:SceneLearner, path, interactive=None, automatic=None) -> SceneLearner:
-    "A learner from a file written by `save` (on top of the shipped pair, or the given base weights)."
+def load(cls:SceneLearner, path, interactive=None, automatic=None, anchors=None) -> SceneLearner:
+    "A learner from a file written by `save` (on top of the shipped pair, or the given base weights; anchors are not saved)."
     meta, _ = _read_learner(path)
-    return cls(interactive, automatic, **json.loads(meta["options"])).restore(path)
+    return cls(interactive, automatic, anchors=anchors, **json.loads(meta["options"])).restore(path)
 
 @patch
 def restore(self:SceneLearner, path) -> SceneLearner:

@@ -399,6 +399,8 @@ def eval_params(argv) -> tuple[dict, Path]: # (options for roadgie.evaluation.ru
     g.add_argument("--prefix", default=None, help="only the source's tiles whose name starts with this (one scene)")
     g.add_argument("--teach", type=int, default=6, help="tiles annotated and learnt from (default 6)")
     g.add_argument("--teach-rounds", type=int, default=3, help="strokes on each taught tile (default 3)")
+    g.add_argument("--anchors", type=int, default=0, help="the learner replays this many training tiles of each other source "
+                   "in every lesson, so it does not forget them (default 0: none)")
     a = ap.parse_args(argv)
     if a.sequential: return sequential_params(a)
     if a.rounds < 1: raise CliError(f"--rounds {a.rounds}: expected 1 or more")
@@ -427,6 +429,7 @@ def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequ
     "Check `roadgie-eval --sequential` arguments: the region's tiles (val and test splits) and tiles of other sources for the forgetting check."
     if a.teach < 1 or a.teach_rounds < 1 or a.rounds < 1:
         raise CliError(f"--teach {a.teach} --teach-rounds {a.teach_rounds} --rounds {a.rounds}: expected 1 or more each")
+    if a.anchors < 0: raise CliError(f"--anchors {a.anchors}: expected 0 or more training tiles per source")
     root = Path(a.data_root).expanduser().resolve()
     if not root.is_dir(): raise CliError(f"data root {root} does not exist: expected a folder with a tiles.csv index")
     from roadgie.adapt import region_tiles
@@ -436,9 +439,11 @@ def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequ
     src = region[0]["source"]
     other = [r for r in find_tiles(root, "test", verbose=False) if r["source"] != src]
     other = [r for s in sorted({r["source"] for r in other}) for r in [x for x in other if x["source"] == s][:6]]
+    train = [r for r in find_tiles(root, "train", verbose=False) if r["source"] != src] if a.anchors else []
+    anchors = [r for s in sorted({r["source"] for r in train}) for r in [x for x in train if x["source"] == s][:a.anchors]]
     name = a.name or f"sequential-{src}" + (f"-{a.prefix}" if a.prefix else "")
     return dict(sequential=True, region=region, other=other, k=a.teach, teach_rounds=a.teach_rounds, rounds=a.rounds,
-                kind=a.prompt), run_dir(a.out, name)
+                kind=a.prompt, learner=dict(anchors=anchors) if anchors else None), run_dir(a.out, name)
 
 def _evaluate(argv):
     kw, final = eval_params(argv)

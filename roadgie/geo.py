@@ -141,9 +141,9 @@ def quicklook(scene:Scene, mask, # (H,W) bool roads on the scene's grid, or anyt
     from matplotlib.figure import Figure
     H, W = scene.shape; f = max(1, math.ceil(max(H, W) / max_side)); step = 64 * f
     img, red = [], []
-    for y in range(0, H, step):   # bands of rows, read in pieces of 16 bands' width
-        img.append(np.concatenate([scene.read((y, min(H, y + step), x, min(W, x + 16 * step)))[0][::f, ::f]
-                                   for x in range(0, W, 16 * step)], 1))
+    for y in range(0, H, step):   # bands of rows, read a square at a time
+        img.append(np.concatenate([scene.read((y, min(H, y + step), x, min(W, x + step)))[0][::f, ::f]
+                                   for x in range(0, W, step)], 1))
         m = np.asarray(mask[y:min(H, y + step)], bool); h, w = -(-m.shape[0] // f), -(-W // f)
         red.append(np.pad(m, ((0, h * f - m.shape[0]), (0, w * f - W))).reshape(h, f, w, f).any((1, 3)))   # max-pooled
     img, m = np.concatenate(img), np.concatenate(red)
@@ -345,7 +345,8 @@ def _save(path:Path, array=None, obj=None):
 _WORKER_PREDICTORS = {}  # per process, {model: (model, predictor)}: a worker loads the networks once
 
 def _worker_threads() -> int:
-    "Threads of the Dask worker this runs on (2 outside one): a worker's networks use that many."
+    "Threads a worker's networks use: ROADGIE_THREADS (set by `local_cluster`), else the Dask worker's threads (2 outside one)."
+    if os.environ.get("ROADGIE_THREADS", "").isdigit() and int(os.environ["ROADGIE_THREADS"]) > 0: return int(os.environ["ROADGIE_THREADS"])
     try:
         from distributed import get_worker
         return int(get_worker().state.nthreads)
@@ -507,11 +508,11 @@ def stitch_lines(lines:list, # [{"pts", "ends"}] from every block (`block_lines`
 
 def network_pieces(plan:BlockPlan, work, tol:float=2.0, chunk:int=5000): # yields nx.MultiGraph
     "The stitched network of the blocks' lines as graphs of <= `chunk` lines; only lines that cross a seam are held together."
-    ids, G, seams = {}, nx.MultiGraph(), []
-    def add(u, v, pts):
-        nonlocal G
-        G.add_edge(ids.setdefault(u, len(ids)), ids.setdefault(v, len(ids)), pts=pts, length=polyline_length(pts))
-        if G.number_of_edges() >= chunk: piece, G = G, nx.MultiGraph(); return piece
+    ids, G, seams, n = {}, nx.MultiGraph(), [], 0
+    def add(u, v, pts):   # -> a full piece to hand out, or None
+        nonlocal G, n
+        G.add_edge(ids.setdefault(u, len(ids)), ids.setdefault(v, len(ids)), pts=pts, length=polyline_length(pts)); n += 1
+        if n >= chunk: piece, G, n = G, nx.MultiGraph(), 0; return piece
     for r, c in plan.blocks:
         for l in json.loads((Path(work) / f"l_{r}_{c}.json").read_text()):
             u, v = (tuple(k) for k in l["ends"])
@@ -560,13 +561,15 @@ def connect(scheduler, # a scheduler address ("tcp://host:8786") or a Client
                               "the address, start one (`dask scheduler`, then `dask worker ADDRESS` on each machine), or use "
                               "--workers N for a cluster on this machine") from None
 
-def local_cluster(workers:int, threads:int=1):
-    "A Client of a `LocalCluster` of `workers` processes with `threads` threads each (close both with `.close()` / `.cluster.close()`)."
+def local_cluster(workers:int, threads:int=1, # worker processes, and Dask threads (tasks at once) in each
+                  network_threads:int|None=None): # threads of each worker's networks; None: this machine's cores shared out
+    "A Client of a `LocalCluster` of `workers` processes (close both with `.close()` / `.cluster.close()`)."
     import logging
     from distributed import Client, LocalCluster
     if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    n = network_threads or max(1, (os.cpu_count() or 1) // (workers * threads))   # one worker on 2 cores: both cores
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR, env={"ROADGIE_THREADS": str(n)})
     return Client(cluster, set_as_default=False)
 
 def _model_key(model) -> str:

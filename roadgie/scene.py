@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_scene.ipynb #27e1de9c
 from __future__ import annotations
-import json, math, time, warnings
+import json, math, os, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -16,13 +16,17 @@ from .interactive import InteractiveSession, PromptRecord, check_points, skeleto
 from .instantiation import road_structure
 
 # %% auto #0
-__all__ = ['WGS84_A', 'WGS84_F', 'SNAP', 'write_geotiff', 'Scene', 'open_scene', 'read_geojson', 'to_pixels', 'ScenePrompt',
-           'scene_prompts', 'prompt_channels', 'geodesic_length', 'ground_resolution', 'crs_name', 'network_geojson',
-           'write_mask', 'write_test_scene', 'TiledArray', 'SceneImage', 'SceneMask', 'SceneSession', 'snap']
+__all__ = ['GDAL_CACHE_MB', 'WGS84_A', 'WGS84_F', 'SNAP', 'write_geotiff', 'Scene', 'open_scene', 'read_geojson', 'to_pixels',
+           'ScenePrompt', 'scene_prompts', 'prompt_channels', 'geodesic_length', 'ground_resolution', 'crs_name',
+           'network_geojson', 'write_mask', 'write_test_scene', 'TiledArray', 'SceneImage', 'SceneMask', 'SceneSession',
+           'snap']
 
 # %% ../nbs/11_scene.ipynb #70f19f55
+GDAL_CACHE_MB = 256   # GDAL's block cache, unless GDAL_CACHEMAX says otherwise (its default, 5% of RAM, grows past 1 GB on big scenes)
+
 def _rio():
-    "rasterio, imported lazily (it is slow to import)."
+    "rasterio, imported lazily (it is slow to import), with GDAL's block cache capped at `GDAL_CACHE_MB`."
+    os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))   # read by GDAL when its cache is first used
     import rasterio
     return rasterio
 
