@@ -319,7 +319,7 @@ class BlockPlan:
 
 def plan_blocks(shape, # (H, W) of the scene
                 window:int=512, overlap:int=64, # as `predict_scene`
-                k:int=4, # windows per block side: a block is one task of k x k windows
+                k:int=3, # windows per block side: a block is one task of k x k windows
                ) -> BlockPlan:
     "`predict_scene`'s window grid for an (H,W) scene, cut into blocks of `k` x `k` windows."
     if not (isinstance(k, int) and k >= 1): raise ValueError(f"k (windows per block side) must be an integer >= 1, got {k!r}")
@@ -569,7 +569,8 @@ def local_cluster(workers:int, threads:int=1, # worker processes, and Dask threa
     if not (isinstance(workers, int) and workers >= 1): raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     n = network_threads or max(1, (os.cpu_count() or 1) // (workers * threads))   # one worker on 2 cores: both cores
     cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR, env={"ROADGIE_THREADS": str(n)})
+                           silence_logs=logging.ERROR, env={"ROADGIE_THREADS": str(n)},
+                           preload=["roadgie.geo"])   # each worker imports the package as the cluster starts, not in its first task
     return Client(cluster, set_as_default=False)
 
 def _model_key(model) -> str:
@@ -597,7 +598,7 @@ def _claim(work:Path, key:dict):
 def segment_blocks(scene_path, out_dir, client, # a file every worker can read; the outputs; a Client or scheduler address
                    prompts=None, model=None, window:int=512, overlap:int=64, threshold:float=0.5, min_length:float=10.0,
                    progress:bool=True, gsd="auto", # all as `segment_scene`
-                   k:int=4, # windows per block side: one task per block
+                   k:int=3, # windows per block side: one task per block
                    work_dir=None, # where blocks are kept until the end (default out_dir/.blocks): a rerun skips those done
                   ) -> dict: # {"mask", "geojson", "quicklook", "summary"}: Paths
     "`segment_scene` as Dask tasks: blocks of windows predicted, thresholded and vectorised on the workers, stitched here."

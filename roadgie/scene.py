@@ -22,7 +22,7 @@ __all__ = ['GDAL_CACHE_MB', 'WGS84_A', 'WGS84_F', 'SNAP', 'write_geotiff', 'Scen
            'snap']
 
 # %% ../nbs/11_scene.ipynb #70f19f55
-GDAL_CACHE_MB = 256   # GDAL's block cache, unless GDAL_CACHEMAX says otherwise (its default, 5% of RAM, grows past 1 GB on big scenes)
+GDAL_CACHE_MB = 128   # GDAL's block cache, unless GDAL_CACHEMAX says otherwise (its default, 5% of RAM, grows past 1 GB on big scenes)
 
 def _rio():
     "rasterio, imported lazily (it is slow to import), with GDAL's block cache capped at `GDAL_CACHE_MB`."
