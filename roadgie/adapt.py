@@ -102,6 +102,22 @@ def finetune(net, # the network to update in place (a private copy)
     return dict(steps=steps, loss_first=losses[0] if losses else float("nan"), loss_last=losses[-1] if losses else float("nan"), ok=True)
 
 # %% ../nbs/19_adapt.ipynb #d2852ef2
+def _anchor_sessions(anchors, seed:int=0) -> list[dict]:
+    "Replayable sessions of anchor tiles: the whole mask as the target (weight 1 everywhere), one simulated centre-line stroke."
+    from roadgie.data import load_image, load_mask
+    from roadgie.prompts import initial_prompt
+    out = []
+    for j, a in enumerate(anchors or []):
+        img, gt = (load_image(a["image"]), load_mask(a["mask"])) if isinstance(a, dict) else (np.asarray(a[0], np.float32), np.asarray(a[1], bool))
+        if img.ndim != 3 or img.shape[-1] != 3 or gt.shape != img.shape[:2]:
+            raise ValueError(f"anchor {j}: expected an (H,W,3) image and an (H,W) mask, got {img.shape} and {gt.shape}")
+        if not gt.any(): continue
+        stroke = initial_prompt(gt, "centre", np.random.default_rng([seed, j]))
+        out.append(dict(img=torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
+                        tw=torch.from_numpy(np.stack([gt.astype(np.float32), np.ones(gt.shape, np.float32)])),
+                        strokes=[torch.from_numpy((np.stack([stroke, np.zeros_like(stroke)]) * 255).round().astype(np.uint8))]))
+    return out
+
 class SceneLearner:
     "The shipped pair as a private copy that learns from finished sessions: a predictor (image, prompts, prev) -> logits."
     def __init__(self, interactive=None, automatic=None, # weights files; None: the shipped ones
@@ -199,22 +215,6 @@ def _stroke_subsets(strokes, k:int, rng) -> list[tuple]:
         for positive, m in strokes:
             if j == 0 or rng.random() < 0.6: np.maximum(pos if positive else neg, m, out=pos if positive else neg)
         out.append((pos, neg))
-    return out
-
-def _anchor_sessions(anchors, seed:int=0) -> list[dict]:
-    "Replayable sessions of anchor tiles: the whole mask as the target (weight 1 everywhere), one simulated centre-line stroke."
-    from roadgie.data import load_image, load_mask
-    from roadgie.prompts import initial_prompt
-    out = []
-    for j, a in enumerate(anchors or []):
-        img, gt = (load_image(a["image"]), load_mask(a["mask"])) if isinstance(a, dict) else (np.asarray(a[0], np.float32), np.asarray(a[1], bool))
-        if img.ndim != 3 or img.shape[-1] != 3 or gt.shape != img.shape[:2]:
-            raise ValueError(f"anchor {j}: expected an (H,W,3) image and an (H,W) mask, got {img.shape} and {gt.shape}")
-        if not gt.any(): continue
-        stroke = initial_prompt(gt, "centre", np.random.default_rng([seed, j]))
-        out.append(dict(img=torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
-                        tw=torch.from_numpy(np.stack([gt.astype(np.float32), np.ones(gt.shape, np.float32)])),
-                        strokes=[torch.from_numpy((np.stack([stroke, np.zeros_like(stroke)]) * 255).round().astype(np.uint8))]))
     return out
 
 @torch.no_grad()
