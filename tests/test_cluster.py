@@ -85,21 +85,25 @@ def test_workers_survive_a_killed_worker(scene, tmp_path):
 def test_cli_workers_interrupted_and_resumed(scene, tmp_path):
     """`roadgie-segment --workers 2` stopped by Ctrl-C halfway leaves its blocks; the same command again skips them
     and writes the in-process outputs, with workers, seconds and Mpx/s in summary.json."""
-    p, ref = scene
+    from roadgie.geo import segment_scene
+    p, _ = scene
+    ref = segment_scene(p, tmp_path / "ref", window=128, overlap=16, progress=False)   # small windows: many blocks, time to stop it
     out = tmp_path / "o"
     exe = [sys.executable, "-c", "from roadgie.cli import segment; segment()", str(p), "--out", str(out), "--workers", "2",
-           "--window", "256", "--overlap", "32"]
+           "--window", "128", "--overlap", "16"]
     proc = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     blocks, t0 = tmp_path / ".o.blocks" / "scene", time.time()
-    while len(list(blocks.glob("c_*.json"))) < 3 and time.time() - t0 < 300 and proc.poll() is None: time.sleep(0.05)
+    while not list(blocks.glob("c_*.json")) and time.time() - t0 < 300 and proc.poll() is None: time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in err, (proc.returncode, err[-2000:])
-    assert not out.exists() and len(list(blocks.glob("c_*.json"))) >= 3
-    r = run(["roadgie-segment", p, "--out", out, "--workers", "2", "--window", "256", "--overlap", "32"])
+    done = len(list(blocks.glob("c_*.json")))
+    assert not out.exists() and done >= 1
+    r = run(["roadgie-segment", p, "--out", out, "--workers", "2", "--window", "128", "--overlap", "16"])
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((out / "summary.json").read_text())
-    assert s["workers"] == 2 and s["blocks_skipped"] >= 3 and s["seconds"] > 0 and s["mpx_per_s"] > 0, s
+    assert s["workers"] == 2 and s["blocks_skipped"] >= done and s["blocks"] > s["blocks_skipped"] and s["mpx_per_s"] > 0, s
     assert "Mpx/s on 2 Dask worker(s)" in r.stdout
     same_outputs(ref, {"mask": out / "mask.tif", "geojson": out / "roads.geojson"})
     assert not (tmp_path / ".o.blocks").exists()
