@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -28,12 +27,9 @@ def masks(*paths):
 
 def network(geojson):
     "(connected components, total length px, features) of a roads.geojson."
-    fc = json.loads(Path(geojson).read_text())["features"]
-    g = nx.Graph()
-    for f in fc:
-        xy = np.round(np.asarray(f["geometry"]["coordinates"], float), 3)
-        g.add_edge(tuple(xy[0]), tuple(xy[-1]))
-    return nx.number_connected_components(g), sum(f["properties"]["length_px"] for f in fc), len(fc)
+    from roadgie.geo import network_stats
+    n = network_stats(geojson)
+    return n["components"], n["length_px"], n["features"]
 
 
 @pytest.fixture(scope="module")
