@@ -26,7 +26,7 @@ from .checkpoints import (WarmupCosine, ResumableSampler, save_checkpoint, list_
 __all__ = ['TRAIN_DEFAULTS', 'prompt_tensors', 'first_prompts', 'next_prompts', 'set_epoch', 'expert_map', 'TrainSamples',
            'SyntheticTiles', 'training_datasets', 'pick_grad_rounds', 'draft_logits', 'interactive_step', 'play_tile',
            'validate', 'validation_summary', 'plot_metrics', 'instance_target_fn', 'check_expert_dir', 'train_config',
-           'budget_total', 'train', 'TrainRun', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds',
+           'budget_total', 'train', 'StageRecipe', 'TrainRun', 'main', 'ship_run', 'tile_counts', 'benchmark_rounds',
            'calibrate_threshold', 'calibrate_weights']
 
 # %% ../nbs/09_training.ipynb #a6c7e69d
@@ -399,221 +399,17 @@ def budget_total(step:int, planned:int, warmup:int, left_s:float, s_per_step:flo
     fit = step + max(1, int(left_s / max(s_per_step + val_s_per_step, 1e-9)))
     return max(min(fit, planned), warmup + 1, step + 1)
 
-# %% ../nbs/09_training.ipynb #e1ca4791
+# %% ../nbs/09_training.ipynb #0e620d7c
 def train(**config) -> dict:
     "Train a RoadGIE model with simulated interaction rounds (see TRAIN_DEFAULTS) -> summary dict of the run."
-    run = TrainRun(train_config(**config))        # device, data, network, optimiser, schedule; resumed if asked
+    run = TrainRun(train_config(**config))        # the stage's recipe, its run folder and counters; resumed if asked
     for epoch in range(run.epoch0, run.c["epochs"]):
         run.play_epoch(epoch)                     # batches of simulated interaction rounds, checkpoints on the way
         run.end_epoch(epoch)                      # log, validate (best weights), checkpoint, re-fit the schedule
         if run.stop: break
     return run.finish()                           # final and best weights, final validation, result.json
 
-class TrainRun:
-    "The state of one training session (`train`): its pieces, counters and timers, and the steps that move them."
-    def __init__(self, c:dict):
-        self.c, self.t_start = c, time.time()
-        self.dev = resolve_device(c["device"]); self.rank, self.world = setup_distributed(self.dev); self.main = self.rank == 0
-        if c["threads"]: torch.set_num_threads(int(c["threads"]))
-        self.amp = torch.bfloat16 if self.dev.type == "cuda" else None
-        self.k_grad = c["grad_rounds"] if c["grad_rounds"] is not None else (2 if self.dev.type == "cpu" else None)
-        if c["out_dir"] is None:
-            if self.world > 1: raise ValueError("distributed runs need out_dir (shared by all ranks)")
-            import tempfile; c["out_dir"] = tempfile.mkdtemp(prefix="roadgie-train-")
-        self.out = Path(c["out_dir"]); self.ck_dir = self.out / "checkpoints"
-        if self.main: self.out.mkdir(parents=True, exist_ok=True)
-        self.target_fn = instance_target_fn(c["instance_targets"]); udir = check_expert_dir(c["expert_uncertainty_dir"])
-        _seed_all(c["seed"])
-        self.train_ds, self.val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
-                                                       c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"],
-                                                       c["p_empty"], c["exclude_sources"], c["prompt_kind"],
-                                                       c["domain_aug"], c["val_sources"], self.out / "style_bank.npy")
-        self.sampler = ResumableSampler(self.train_ds, self.world, self.rank, shuffle=True, seed=c["seed"])
-        self.spe = math.ceil(self.sampler.num_samples / c["batch"])
-        self._build_network()
-        self.draft = _load_draft(c["draft"], self.dev)
-        self.loss_fn = RoadGIELoss(**{"log_unused": False, **(c["loss"] or {})})
-        self.epoch0, self.batch0, self.step, self.best, self.best_epoch, self.rows = 0, 0, 0, -1.0, None, []
-        self.prev = dict(train_s_total=0.0, wall_s_total=0.0, sessions=0)   # earlier sessions of a resumed run
-        if c["resume"]: self._resume()
-        if c["fit_budget"] and c["max_minutes"] and self.sched.lr_lambdas[0].total < self.total:
-            self.sched.lr_lambdas[0].total = self.total   # a new session with a new budget: re-fitted at its first epoch end
-        resolved = dict(c, world=self.world, device=str(self.dev), grad_rounds=self.k_grad,
-                        data_root=str(Path(c["data_root"]) if c["data_root"] is not None else training_data_root()),
-                        held_out=sorted({r["source"] for r in find_tiles(c["data_root"] or training_data_root(), "all")}
-                                        - {r["source"] for r in _records(self.train_ds)}),
-                        val_sources=sorted({r["source"] for r in _records(self.val_ds)}))
-        if self.main: (self.out / "config.json").write_text(json.dumps(resolved, indent=1, default=str))
-        self.t_session, self.train_s, self.steps_s, self.val_s, self.last_ck = time.time(), 0.0, 0, 0.0, time.time()
-        self.budget = c["max_minutes"] * 60 if c["max_minutes"] else None
-        self.stop, self.reason, self.acc, self.b_i = False, "done", {}, -1
-
-    def _build_network(self):
-        "The network (from `init` weights if given; DDP-wrapped when distributed), AdamW and the warm-up cosine schedule."
-        c = self.c; net = build_model(c["model"])
-        if c["init"] is not None: net.load_state_dict(_init_weights(c["init"], c["model"]))   # e.g. a pre-training stage
-        net = net.to(self.dev)
-        if c["channels_last"]: net = net.to(memory_format=torch.channels_last)
-        if self.world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
-        self.net, self.params = net, [p for p in net.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=c["lr"], weight_decay=c["weight_decay"])
-        self.total = c["epochs"] * self.spe
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, WarmupCosine(self.total, c["warmup"] if c["warmup"] is not None
-                                                                              else min(200, max(1, self.total // 20))))
-
-    def _resume(self):
-        "Continue from the newest valid checkpoint: weights, optimiser, schedule, counters, RNG and the metrics so far."
-        ck = latest_checkpoint(self.ck_dir)
-        if ck is None: print(f"resume: no valid checkpoint in {self.ck_dir}; starting from scratch"); return
-        js = restore_checkpoint(ck, self.net, self.opt, self.sched)
-        self.epoch0, self.batch0, self.step = js["epoch"], js["batch_in_epoch"], js["step"]
-        self.best, self.best_epoch = js.get("best", -1.0), js.get("best_epoch")
-        self.prev = {k: js.get(k, v) for k, v in self.prev.items()}
-        if self.main: print(f"resumed from {ck[0]} (epoch {self.epoch0}, batch {self.batch0}, step {self.step})")
-        if (self.out / "metrics.csv").exists():
-            import pandas as pd
-            old = pd.read_csv(self.out / "metrics.csv")
-            self.rows = old[(old.epoch < self.epoch0) & (old.phase != "final")].to_dict("records")
-
-    def totals(self) -> dict:
-        "Training and wall seconds and sessions of the whole run, earlier sessions included."
-        return dict(train_s_total=self.prev["train_s_total"] + self.train_s,
-                    wall_s_total=self.prev["wall_s_total"] + time.time() - self.t_session, sessions=self.prev["sessions"] + 1)
-
-    def checkpoint(self, epoch:int, b_in_epoch:int):
-        "Save a resumable checkpoint at (epoch, batch within it) (rank 0 writes; every rank resets its clock)."
-        if self.main:
-            save_checkpoint(self.ck_dir, self.net, self.opt, self.sched, dict(epoch=epoch, batch_in_epoch=b_in_epoch,
-                            step=self.step, best=self.best, best_epoch=self.best_epoch,
-                            config={k: str(v) for k, v in self.c.items()}, **self.totals()), keep=self.c["keep"])
-        self.last_ck = time.time()
-
-    def sync_flag(self, flag:bool) -> bool:
-        "True on every rank when it is true on any (so all ranks stop at the same step)."
-        if self.world == 1: return flag
-        t = torch.tensor([float(flag)], device=self.dev); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item())
-
-    def _stop_reason(self) -> str|None:
-        "Why the run stops after this step (max_steps, the schedule's end, the time budget), or None to go on."
-        c, sched_total = self.c, self.sched.lr_lambdas[0].total
-        late = self.budget is not None and (time.time() - self.t_session + 1.5 * self.val_s
-                                            + self.train_s / self.steps_s > self.budget)
-        if not self.sync_flag(bool((c["max_steps"] and self.step >= c["max_steps"]) or self.step >= sched_total or late)):
-            return None
-        if self.step >= self.total: return "done"   # the planned schedule simply ended
-        return ("max_steps" if c["max_steps"] and self.step >= c["max_steps"] else
-                "schedule" if self.step >= sched_total else "max_minutes")
-
-    def play_epoch(self, epoch:int):
-        "One epoch of optimiser steps, each over `rounds` simulated interaction rounds of a batch (resumed mid-epoch if so)."
-        c = self.c
-        if c["progress"] == "text": from tqdm import tqdm   # plain text on stderr (consoles, papermill logs)
-        else: from tqdm.auto import tqdm
-        skip = self.batch0 if epoch == self.epoch0 else 0
-        self.sampler.set_epoch(epoch, skip=skip * c["batch"]); set_epoch(self.train_ds, epoch)
-        loader = DataLoader(self.train_ds, batch_size=c["batch"], sampler=self.sampler, num_workers=c["workers"],
-                            generator=torch.Generator().manual_seed(c["seed"] * 1000 + epoch))
-        self.acc, self.b_i = {}, skip - 1
-        bar = tqdm(loader, total=self.spe, initial=skip, desc=f"epoch {epoch + 1}/{c['epochs']}", leave=False,
-                   disable=not (self.main and c["progress"]), mininterval=1 if sys.stderr.isatty() else 30, file=sys.stderr)
-        for self.b_i, b in enumerate(bar, start=skip):
-            t0 = time.time()
-            rng = np.random.default_rng([c["seed"], epoch, self.b_i, self.rank])
-            self.opt.zero_grad(set_to_none=True)
-            logs = interactive_step(self.net, b, self.loss_fn, rng, c["rounds"],
-                                    pick_grad_rounds(c["rounds"], self.k_grad, rng, c["grad_policy"]), self.dev, self.amp,
-                                    target_fn=self.target_fn, threshold=c["threshold"], channels_last=c["channels_last"],
-                                    correction_kind=c["prompt_kind"], draft=self.draft)
-            torch.nn.utils.clip_grad_norm_(self.params, c["clip"])
-            self.opt.step(); self.sched.step(); self.step += 1
-            _accumulate(self.acc, logs); self.train_s += time.time() - t0; self.steps_s += 1
-            bar.set_postfix(loss=f"{sum(d['loss'] for d in logs.values()):.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}",
-                            refresh=False)   # the bar redraws at its own pace (every 30 s in a log file)
-            reason = self._stop_reason()
-            if reason is not None: self.stop, self.reason = True, reason; break
-            if (c["ckpt_steps"] and self.step % c["ckpt_steps"] == 0) or time.time() - self.last_ck > c["ckpt_minutes"] * 60:
-                self.checkpoint(epoch, self.b_i + 1)
-        bar.close()
-
-    def end_epoch(self, epoch:int):
-        "Log the epoch; validate when due (keeping the best weights); checkpoint; re-fit the schedule to the time left."
-        c, lr_now = self.c, self.sched.get_last_lr()[0]
-        self.rows += _round_rows(self.acc, epoch, self.step, lr_now) if self.main else []
-        finished = not self.stop or self.b_i + 1 >= self.spe
-        # validate every val_every epochs, after the last one, and when a budget or the schedule ends the run mid-epoch
-        due = (finished and ((epoch + 1) % c["val_every"] == 0 or epoch + 1 == c["epochs"])) or \
-            (self.stop and self.reason != "max_steps")
-        val = self.validate(epoch, lr_now) if self.main and due and len(self.val_ds) else None
-        if self.main:
-            el = time.time() - self.t_start
-            loss = sum(d["loss"] / d["_n"] for d in self.acc.values()) if self.acc else float("nan")
-            print(f"epoch {epoch + 1}/{c['epochs']} step {self.step}: train loss {loss:.3f}" + (val or "")
-                  + f"; {el / 60:.1f} min, ETA {_eta_min(el, self.step, self.sched.lr_lambdas[0].total):.1f} min", flush=True)
-        if self.stop and not finished:   # resumable from the next batch of this epoch
-            self.checkpoint(epoch, self.b_i + 1)
-            if self.main: _write_metrics(self.rows, self.out)
-            return
-        if c["fit_budget"] and self.budget is not None and self.steps_s: self._refit_schedule()
-        self.checkpoint(epoch + 1, 0)
-        if self.main: _write_metrics(self.rows, self.out)
-
-    def validate(self, epoch:int, lr:float) -> str:
-        "Play the benchmark's protocol on the val tiles, log the rows, keep the best weights -> a note for the epoch's line."
-        c, tv = self.c, time.time()
-        sm = validation_summary(validate(_unwrap(self.net), self.val_ds, c["rounds"], c["seed"], self.dev, c["threshold"],
-                                         kind=c["val_kind"], amp_dtype=self.amp, draft=self.draft))
-        self.val_s = time.time() - tv
-        self.rows += [dict(r, epoch=epoch, step=self.step, phase="val", lr=lr) for r in sm.to_dict("records")]
-        score = float(sm[sm.source == "all"].dice.mean())
-        if score > self.best:
-            self.best, self.best_epoch = score, epoch
-            _save_weights(self.net, self.out / "best.safetensors", c["model"])
-        d = lambda r: sm[(sm.source == "all") & (sm["round"] == r)].dice.item()
-        return f", val Dice round 1 {d(1):.3f}, round {c['rounds']} {d(c['rounds']):.3f} (best mean {self.best:.3f})"
-
-    def _refit_schedule(self):
-        "Move the cosine schedule's end so that it finishes inside the time budget left (agreed by every rank)."
-        left = self.budget - (time.time() - self.t_session) - 1.5 * self.val_s
-        lam = self.sched.lr_lambdas[0]
-        t = torch.tensor([float(budget_total(self.step, self.total, lam.warmup, left, self.train_s / self.steps_s,
-                                             self.val_s / self.spe))], device=self.dev)
-        if self.world > 1: dist.broadcast(t, 0)
-        lam.total = int(t.item())
-
-    def finish(self) -> dict:
-        "Final and best weights, the best weights validated once more, metrics.csv/png and result.json -> the result."
-        c, out = self.c, self.out
-        if self.world > 1:
-            for bf in _unwrap(self.net).buffers(): dist.broadcast(bf.data, 0)
-            (out / "ddp").mkdir(exist_ok=True, parents=True)
-            (out / "ddp" / f"rank{self.rank}.sha256").write_text(_weights_digest(self.net))
-        result = dict(out_dir=str(out), steps=self.step, stopped=self.reason, world=self.world, device=str(self.dev),
-                      samples_per_hour=(self.steps_s * c["batch"] * self.world) / max(self.train_s, 1e-9) * 3600,
-                      train_minutes=self.train_s / 60)
-        if self.main:
-            _save_weights(self.net, out / "final.safetensors", c["model"])
-            if not (out / "best.safetensors").exists(): _save_weights(self.net, out / "best.safetensors", c["model"])
-            if len(self.val_ds):
-                shipped = load_model(out / "best.safetensors").to(self.dev)
-                sm = validation_summary(validate(shipped, self.val_ds, c["rounds"], c["seed"], self.dev, c["threshold"],
-                                                 full=c["final_full"], kind=c["val_kind"], amp_dtype=self.amp,
-                                                 draft=self.draft))
-                self.rows = [r for r in self.rows if r["phase"] != "final"] + [
-                    dict(r, epoch=self.best_epoch if self.best_epoch is not None else -1, step=self.step, phase="final")
-                    for r in sm.to_dict("records")]
-                result["final"] = sm
-            _write_metrics(self.rows, out)
-            tot = self.totals()
-            result.update(best=self.best, best_epoch=self.best_epoch, wall_minutes=(time.time() - self.t_start) / 60,
-                          total_train_minutes=tot["train_s_total"] / 60, total_wall_minutes=tot["wall_s_total"] / 60,
-                          sessions=tot["sessions"], final_weights=str(out / "final.safetensors"),
-                          best_weights=str(out / "best.safetensors"), metrics=str(out / "metrics.csv"), plot=str(out / "metrics.png"))
-            (out / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "final"}, indent=1, default=str))
-            print(f"training {self.reason} after {self.step} steps; outputs in {out}", flush=True)
-        if self.world > 1: dist.barrier()
-        return result
-
+# %% ../nbs/09_training.ipynb #e4caae64
 def _load_draft(path, device):
     "The frozen network at `path` that drafts round 1 (`draft` option), or None."
     if path is None: return None
@@ -642,6 +438,238 @@ def _write_metrics(rows, out):
     df = df[front + [k for k in df.columns if k not in front]]
     tmp = out / ".metrics.csv.tmp"; df.to_csv(tmp, index=False); os.replace(tmp, out / "metrics.csv")
     fig = plot_metrics(df, out / "metrics.png"); plt.close(fig)
+
+# %% ../nbs/09_training.ipynb #564fd693
+class StageRecipe:
+    "What one training stage trains, from its options (`train_config`): data, network, optimiser and schedule, draft, loss."
+    def __init__(self, c:dict, dev:torch.device, world:int=1, rank:int=0,
+                 style_bank=None): # where DomainAugment keeps its styles (the run folder's style_bank.npy)
+        self.c, self.dev, self.world = c, dev, world
+        self.amp = torch.bfloat16 if dev.type == "cuda" else None            # bf16 autocast only on CUDA
+        self.k_grad = c["grad_rounds"] if c["grad_rounds"] is not None else (2 if dev.type == "cpu" else None)
+        self.target_fn = instance_target_fn(c["instance_targets"]); udir = check_expert_dir(c["expert_uncertainty_dir"])
+        _seed_all(c["seed"])
+        self.train_ds, self.val_ds = training_datasets(c["data_root"], c["crop"], c["synthetic_fraction"], c["seed"],
+                                                       c["max_train_tiles"], c["max_val_tiles"], udir, c["scale"],
+                                                       c["p_empty"], c["exclude_sources"], c["prompt_kind"],
+                                                       c["domain_aug"], c["val_sources"], style_bank)
+        self.sampler = ResumableSampler(self.train_ds, world, rank, shuffle=True, seed=c["seed"])
+        self.spe = math.ceil(self.sampler.num_samples / c["batch"])          # optimiser steps per epoch
+        self._build_network()
+        self.draft = _load_draft(c["draft"], dev)
+        self.loss_fn = RoadGIELoss(**{"log_unused": False, **(c["loss"] or {})})
+
+    def _build_network(self):
+        "The network (from `init` weights if given; DDP-wrapped when distributed), AdamW and the warm-up cosine schedule."
+        c = self.c; net = build_model(c["model"])
+        if c["init"] is not None: net.load_state_dict(_init_weights(c["init"], c["model"]))   # e.g. a pre-training stage
+        net = net.to(self.dev)
+        if c["channels_last"]: net = net.to(memory_format=torch.channels_last)
+        if self.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        self.net, self.params = net, [p for p in net.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=c["lr"], weight_decay=c["weight_decay"])
+        self.total = c["epochs"] * self.spe                                 # the planned schedule, in optimiser steps
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, WarmupCosine(self.total, c["warmup"] if c["warmup"] is not None
+                                                                              else min(200, max(1, self.total // 20))))
+
+    def loader(self, epoch:int, skip:int=0) -> DataLoader:
+        "The epoch's batches, the first `skip` left out (a run resumed mid-epoch gets the same batches it would have had)."
+        c = self.c
+        self.sampler.set_epoch(epoch, skip=skip * c["batch"]); set_epoch(self.train_ds, epoch)
+        return DataLoader(self.train_ds, batch_size=c["batch"], sampler=self.sampler, num_workers=c["workers"],
+                          generator=torch.Generator().manual_seed(c["seed"] * 1000 + epoch))
+
+    def step(self, batch, rng) -> dict:
+        "One optimiser step over a batch's simulated interaction rounds -> per-round logs (`interactive_step`)."
+        c = self.c
+        self.opt.zero_grad(set_to_none=True)
+        logs = interactive_step(self.net, batch, self.loss_fn, rng, c["rounds"],
+                                pick_grad_rounds(c["rounds"], self.k_grad, rng, c["grad_policy"]), self.dev, self.amp,
+                                target_fn=self.target_fn, threshold=c["threshold"], channels_last=c["channels_last"],
+                                correction_kind=c["prompt_kind"], draft=self.draft)
+        torch.nn.utils.clip_grad_norm_(self.params, c["clip"])
+        self.opt.step(); self.sched.step()
+        return logs
+
+    def validation(self, net=None, # a network to judge (e.g. the best weights, reloaded); None: the one training
+                   full:bool=False) -> "pd.DataFrame": # True: every metric (APLS, clDice, Betti), not Dice only
+        "The benchmark's protocol on the val tiles, from the draft when there is one -> `validation_summary`."
+        c = self.c
+        return validation_summary(validate(_unwrap(self.net) if net is None else net, self.val_ds, c["rounds"], c["seed"],
+                                           self.dev, c["threshold"], full=full, kind=c["val_kind"], amp_dtype=self.amp,
+                                           draft=self.draft))
+
+    def resolved(self) -> dict:
+        "The options as this stage runs them: device, world, rounds with gradients, data root, held-out and val sources."
+        c = self.c; root = c["data_root"] if c["data_root"] is not None else training_data_root()
+        return dict(c, world=self.world, device=str(self.dev), grad_rounds=self.k_grad, data_root=str(Path(root)),
+                    held_out=sorted({r["source"] for r in find_tiles(root, "all")} - {r["source"] for r in _records(self.train_ds)}),
+                    val_sources=sorted({r["source"] for r in _records(self.val_ds)}))
+
+# %% ../nbs/09_training.ipynb #69db2875
+class TrainRun:
+    "The loop of one training session (`train`): a `StageRecipe`, its run folder, counters and clocks, checkpoints and resume."
+    def __init__(self, c:dict):
+        self.c, self.t_start = c, time.time()
+        self.dev = resolve_device(c["device"]); self.rank, self.world = setup_distributed(self.dev); self.main = self.rank == 0
+        if c["threads"]: torch.set_num_threads(int(c["threads"]))
+        if c["out_dir"] is None:
+            if self.world > 1: raise ValueError("distributed runs need out_dir (shared by all ranks)")
+            import tempfile; c["out_dir"] = tempfile.mkdtemp(prefix="roadgie-train-")
+        self.out = Path(c["out_dir"]); self.ck_dir = self.out / "checkpoints"
+        if self.main: self.out.mkdir(parents=True, exist_ok=True)
+        self.recipe = r = StageRecipe(c, self.dev, self.world, self.rank, self.out / "style_bank.npy")
+        self.net, self.sched, self.spe = r.net, r.sched, r.spe
+        self.epoch0, self.batch0, self.step, self.best, self.best_epoch, self.rows = 0, 0, 0, -1.0, None, []
+        self.prev = dict(train_s_total=0.0, wall_s_total=0.0, sessions=0)   # earlier sessions of a resumed run
+        if c["resume"]: self._resume()
+        if c["fit_budget"] and c["max_minutes"] and self.sched.lr_lambdas[0].total < r.total:
+            self.sched.lr_lambdas[0].total = r.total   # a new session with a new budget: re-fitted at its first epoch end
+        if self.main: (self.out / "config.json").write_text(json.dumps(r.resolved(), indent=1, default=str))
+        self.t_session, self.train_s, self.steps_s, self.val_s, self.last_ck = time.time(), 0.0, 0, 0.0, time.time()
+        self.budget = c["max_minutes"] * 60 if c["max_minutes"] else None
+        self.stop, self.reason, self.acc, self.b_i = False, "done", {}, -1
+
+    def _resume(self):
+        "Continue from the newest valid checkpoint: weights, optimiser, schedule, counters, RNG and the metrics so far."
+        ck = latest_checkpoint(self.ck_dir)
+        if ck is None: print(f"resume: no valid checkpoint in {self.ck_dir}; starting from scratch"); return
+        js = restore_checkpoint(ck, self.net, self.recipe.opt, self.sched)
+        self.epoch0, self.batch0, self.step = js["epoch"], js["batch_in_epoch"], js["step"]
+        self.best, self.best_epoch = js.get("best", -1.0), js.get("best_epoch")
+        self.prev = {k: js.get(k, v) for k, v in self.prev.items()}
+        if self.main: print(f"resumed from {ck[0]} (epoch {self.epoch0}, batch {self.batch0}, step {self.step})")
+        if (self.out / "metrics.csv").exists():
+            import pandas as pd
+            old = pd.read_csv(self.out / "metrics.csv")
+            self.rows = old[(old.epoch < self.epoch0) & (old.phase != "final")].to_dict("records")
+
+    def totals(self) -> dict:
+        "Training and wall seconds and sessions of the whole run, earlier sessions included."
+        return dict(train_s_total=self.prev["train_s_total"] + self.train_s,
+                    wall_s_total=self.prev["wall_s_total"] + time.time() - self.t_session, sessions=self.prev["sessions"] + 1)
+
+    def checkpoint(self, epoch:int, b_in_epoch:int):
+        "Save a resumable checkpoint at (epoch, batch within it) (rank 0 writes; every rank resets its clock)."
+        if self.main:
+            save_checkpoint(self.ck_dir, self.net, self.recipe.opt, self.sched, dict(epoch=epoch, batch_in_epoch=b_in_epoch,
+                            step=self.step, best=self.best, best_epoch=self.best_epoch,
+                            config={k: str(v) for k, v in self.c.items()}, **self.totals()), keep=self.c["keep"])
+        self.last_ck = time.time()
+
+    def sync_flag(self, flag:bool) -> bool:
+        "True on every rank when it is true on any (so all ranks stop at the same step)."
+        if self.world == 1: return flag
+        t = torch.tensor([float(flag)], device=self.dev); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item())
+
+    def _stop_reason(self) -> str|None:
+        "Why the run stops after this step (max_steps, the schedule's end, the time budget), or None to go on."
+        c, sched_total = self.c, self.sched.lr_lambdas[0].total
+        late = self.budget is not None and (time.time() - self.t_session + 1.5 * self.val_s
+                                            + self.train_s / self.steps_s > self.budget)
+        if not self.sync_flag(bool((c["max_steps"] and self.step >= c["max_steps"]) or self.step >= sched_total or late)):
+            return None
+        if self.step >= self.recipe.total: return "done"   # the planned schedule simply ended
+        return ("max_steps" if c["max_steps"] and self.step >= c["max_steps"] else
+                "schedule" if self.step >= sched_total else "max_minutes")
+
+    def play_epoch(self, epoch:int):
+        "One epoch of optimiser steps (`StageRecipe.step`), resumed mid-epoch if so; checkpoints and stops on the way."
+        c = self.c
+        if c["progress"] == "text": from tqdm import tqdm   # plain text on stderr (consoles, papermill logs)
+        else: from tqdm.auto import tqdm
+        skip = self.batch0 if epoch == self.epoch0 else 0
+        self.acc, self.b_i = {}, skip - 1
+        bar = tqdm(self.recipe.loader(epoch, skip), total=self.spe, initial=skip, desc=f"epoch {epoch + 1}/{c['epochs']}",
+                   leave=False, disable=not (self.main and c["progress"]), mininterval=1 if sys.stderr.isatty() else 30,
+                   file=sys.stderr)
+        for self.b_i, b in enumerate(bar, start=skip):
+            t0 = time.time()
+            logs = self.recipe.step(b, np.random.default_rng([c["seed"], epoch, self.b_i, self.rank]))
+            self.step += 1
+            _accumulate(self.acc, logs); self.train_s += time.time() - t0; self.steps_s += 1
+            bar.set_postfix(loss=f"{sum(d['loss'] for d in logs.values()):.3f}", lr=f"{self.sched.get_last_lr()[0]:.2e}",
+                            refresh=False)   # the bar redraws at its own pace (every 30 s in a log file)
+            reason = self._stop_reason()
+            if reason is not None: self.stop, self.reason = True, reason; break
+            if (c["ckpt_steps"] and self.step % c["ckpt_steps"] == 0) or time.time() - self.last_ck > c["ckpt_minutes"] * 60:
+                self.checkpoint(epoch, self.b_i + 1)
+        bar.close()
+
+    def end_epoch(self, epoch:int):
+        "Log the epoch; validate when due (keeping the best weights); checkpoint; re-fit the schedule to the time left."
+        c, lr_now = self.c, self.sched.get_last_lr()[0]
+        self.rows += _round_rows(self.acc, epoch, self.step, lr_now) if self.main else []
+        finished = not self.stop or self.b_i + 1 >= self.spe
+        # validate every val_every epochs, after the last one, and when a budget or the schedule ends the run mid-epoch
+        due = (finished and ((epoch + 1) % c["val_every"] == 0 or epoch + 1 == c["epochs"])) or \
+            (self.stop and self.reason != "max_steps")
+        val = self.validate(epoch, lr_now) if self.main and due and len(self.recipe.val_ds) else None
+        if self.main:
+            el = time.time() - self.t_start
+            loss = sum(d["loss"] / d["_n"] for d in self.acc.values()) if self.acc else float("nan")
+            print(f"epoch {epoch + 1}/{c['epochs']} step {self.step}: train loss {loss:.3f}" + (val or "")
+                  + f"; {el / 60:.1f} min, ETA {_eta_min(el, self.step, self.sched.lr_lambdas[0].total):.1f} min", flush=True)
+        if self.stop and not finished:   # resumable from the next batch of this epoch
+            self.checkpoint(epoch, self.b_i + 1)
+            if self.main: _write_metrics(self.rows, self.out)
+            return
+        if c["fit_budget"] and self.budget is not None and self.steps_s: self._refit_schedule()
+        self.checkpoint(epoch + 1, 0)
+        if self.main: _write_metrics(self.rows, self.out)
+
+    def validate(self, epoch:int, lr:float) -> str:
+        "Validate (`StageRecipe.validation`), log the rows, keep the best weights -> a note for the epoch's line."
+        c, tv = self.c, time.time()
+        sm = self.recipe.validation()
+        self.val_s = time.time() - tv
+        self.rows += [dict(r, epoch=epoch, step=self.step, phase="val", lr=lr) for r in sm.to_dict("records")]
+        score = float(sm[sm.source == "all"].dice.mean())
+        if score > self.best:
+            self.best, self.best_epoch = score, epoch
+            _save_weights(self.net, self.out / "best.safetensors", c["model"])
+        d = lambda r: sm[(sm.source == "all") & (sm["round"] == r)].dice.item()
+        return f", val Dice round 1 {d(1):.3f}, round {c['rounds']} {d(c['rounds']):.3f} (best mean {self.best:.3f})"
+
+    def _refit_schedule(self):
+        "Move the cosine schedule's end so that it finishes inside the time budget left (agreed by every rank)."
+        left = self.budget - (time.time() - self.t_session) - 1.5 * self.val_s
+        lam = self.sched.lr_lambdas[0]
+        t = torch.tensor([float(budget_total(self.step, self.recipe.total, lam.warmup, left, self.train_s / self.steps_s,
+                                             self.val_s / self.spe))], device=self.dev)
+        if self.world > 1: dist.broadcast(t, 0)
+        lam.total = int(t.item())
+
+    def finish(self) -> dict:
+        "Final and best weights, the best weights validated once more, metrics.csv/png and result.json -> the result."
+        c, out = self.c, self.out
+        if self.world > 1:
+            for bf in _unwrap(self.net).buffers(): dist.broadcast(bf.data, 0)
+            (out / "ddp").mkdir(exist_ok=True, parents=True)
+            (out / "ddp" / f"rank{self.rank}.sha256").write_text(_weights_digest(self.net))
+        result = dict(out_dir=str(out), steps=self.step, stopped=self.reason, world=self.world, device=str(self.dev),
+                      samples_per_hour=(self.steps_s * c["batch"] * self.world) / max(self.train_s, 1e-9) * 3600,
+                      train_minutes=self.train_s / 60)
+        if self.main:
+            _save_weights(self.net, out / "final.safetensors", c["model"])
+            if not (out / "best.safetensors").exists(): _save_weights(self.net, out / "best.safetensors", c["model"])
+            if len(self.recipe.val_ds):
+                sm = self.recipe.validation(load_model(out / "best.safetensors").to(self.dev), full=c["final_full"])
+                self.rows = [r for r in self.rows if r["phase"] != "final"] + [
+                    dict(r, epoch=self.best_epoch if self.best_epoch is not None else -1, step=self.step, phase="final")
+                    for r in sm.to_dict("records")]
+                result["final"] = sm
+            _write_metrics(self.rows, out)
+            tot = self.totals()
+            result.update(best=self.best, best_epoch=self.best_epoch, wall_minutes=(time.time() - self.t_start) / 60,
+                          total_train_minutes=tot["train_s_total"] / 60, total_wall_minutes=tot["wall_s_total"] / 60,
+                          sessions=tot["sessions"], final_weights=str(out / "final.safetensors"),
+                          best_weights=str(out / "best.safetensors"), metrics=str(out / "metrics.csv"), plot=str(out / "metrics.png"))
+            (out / "result.json").write_text(json.dumps({k: v for k, v in result.items() if k != "final"}, indent=1, default=str))
+            print(f"training {self.reason} after {self.step} steps; outputs in {out}", flush=True)
+        if self.world > 1: dist.barrier()
+        return result
 
 # %% ../nbs/09_training.ipynb #82f7f39f
 def _literal(v:str):
