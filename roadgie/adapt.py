@@ -18,7 +18,7 @@ from .metrics import dice as _dice
 # %% auto #0
 __all__ = ['UPDATES', 'MAX_LEARN_SIDE', 'stroke_weights', 'learning_batch', 'weighted_loss', 'finetune', 'SceneLearner',
            'session_view', 'view_targets', 'annotate', 'strokes_to', 'region_tiles', 'sequential_benchmark',
-           'sequential_summary', 'plot_sequential', 'write_sequential']
+           'sequential_summary', 'plot_sequential', 'write_sequential', 'benchmark_lessons']
 
 # %% ../nbs/19_adapt.ipynb #412343ef
 def stroke_weights(pos, neg, # (H,W) positive and negative stroke masks (bool or float in [0,1])
@@ -123,6 +123,7 @@ class SceneLearner:
     def __init__(self, interactive=None, automatic=None, # weights files; None: the shipped ones
                  steps:int=8, interactive_steps:int=8, # Adam steps per lesson for the automatic / interactive network
                  lr:float=1e-4, l2sp:float=1e-2, batch:int=4, crop:int=256, seed:int=0,
+                 interactive_lr:float|None=None, # learning rate of the interactive network's steps (None: `lr`)
                  update:str="all", # which parameters learn: "all", "decoder" or "norm" (`UPDATES`)
                  optimizer:str="adam", # "adam" or "sgd"
                  memory:int=8, # each lesson also replays crops of up to this many earlier sessions of the region
@@ -136,6 +137,7 @@ class SceneLearner:
         self._base = (copy.deepcopy(i), copy.deepcopy(a))    # the shipped networks, kept to reset to and stay close to
         self._anchors = [{k: v.detach().clone() for k, v in n.named_parameters()} for n in self._base]
         self.options = dict(steps=int(steps), interactive_steps=int(interactive_steps), lr=float(lr), l2sp=float(l2sp),
+                            interactive_lr=None if interactive_lr is None else float(interactive_lr),
                             batch=int(batch), crop=int(crop), seed=int(seed), update=update, optimizer=optimizer,
                             memory=int(memory), floor=float(floor), anchor_share=float(anchor_share))
         self.anchors = _anchor_sessions(anchors, seed)   # never forgotten, never saved: training data, not the region's
@@ -251,7 +253,7 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     def inter_batch(s):
         b = crops(lambda m: torch.cat([m["img"], m["strokes"][int(rng.integers(len(m["strokes"])))].float() / 255, m["draft"], m["tw"]]))
         return b[:, :6], b[:, 6:7], b[:, 7:8]
-    ri = finetune(i, inter_batch, o["interactive_steps"], o["lr"], anchors[0], o["l2sp"], o["update"], o["optimizer"]) \
+    ri = finetune(i, inter_batch, o["interactive_steps"], o.get("interactive_lr") or o["lr"], anchors[0], o["l2sp"], o["update"], o["optimizer"]) \
         if ra["ok"] else dict(ok=False, why="skipped")
     rep = dict(automatic=ra, interactive=ri, seconds=time.perf_counter() - t0, learned=bool(ra["ok"] and ri["ok"]))
     if rep["learned"]:
@@ -379,6 +381,7 @@ def region_tiles(root, # folder with tiles.csv
 def sequential_benchmark(region, # tile records of one region, in order (`region_tiles`)
                          k:int=6, teach_rounds:int=3, rounds:int=5, kind:str="centre", seed:int=0, target:float=0.8,
                          other=None, # tile records of other places, for the forgetting check (None: skip it)
+                         forget_round:int=5, # the forgetting check compares the Dice after this many rounds (at most `rounds`)
                          learner:dict|None=None, # SceneLearner options
                          verbose:bool=True) -> dict:
     "Annotate the first k tiles (learning after each), measure on the rest against a fresh learner -> dict of DataFrames."
@@ -404,15 +407,17 @@ def sequential_benchmark(region, # tile records of one region, in order (`region
         for r, im, gt in tests:
             _, d = annotate(l, im, gt, rounds, kind, r["stem"], seed)
             rows += [dict(learner=name, source=r["source"], stem=r["stem"], round=i, dice=v) for i, v in enumerate(d)]
-    forget = []
+    forget, fr = [], min(int(forget_round), rounds)
     for r in other or []:
         im, gt = load(r)
         if not gt.any(): continue
         for name, l in (("fresh", fresh), ("adapted", ad)):
-            forget.append(dict(learner=name, source=r["source"], stem=r["stem"], dice=annotate(l, im, gt, rounds, kind, r["stem"], seed)[1][-1]))
+            d = annotate(l, im, gt, fr, kind, r["stem"], seed)[1]
+            forget += [dict(learner=name, source=r["source"], stem=r["stem"], round=i, dice=v) for i, v in enumerate(d)]
     return dict(tiles=pd.DataFrame(rows), curve=pd.DataFrame(curve), lessons=pd.DataFrame(lessons),
                 forgetting=pd.DataFrame(forget), options=dict(k=k, teach_rounds=teach_rounds, rounds=rounds, kind=kind,
-                                                              target=target, learner=learner or {}, n_test=len(tests)))
+                                                              target=target, learner=learner or {}, n_test=len(tests),
+                                                              forget_round=fr, n_other=len({f["stem"] for f in forget})))
 
 def sequential_summary(res:dict) -> dict:
     "Headline figures of a `sequential_benchmark`: fresh vs adapted draft Dice, Dice per round, strokes to target, forgetting."
@@ -424,8 +429,10 @@ def sequential_summary(res:dict) -> dict:
                strokes_fresh=float(st["fresh"]), strokes_adapted=float(st["adapted"]))
     for r in piv.columns[1:]: out[f"dice{r}_fresh"], out[f"dice{r}_adapted"] = float(piv.loc["fresh", r]), float(piv.loc["adapted", r])
     if len(res["forgetting"]):
-        f = res["forgetting"].pivot_table(index="source", columns="learner", values="dice")
+        f = res["forgetting"]; f = f[f["round"] == f["round"].max()]      # the Dice after `forget_round` rounds
+        f = f.pivot_table(index="source", columns="learner", values="dice")
         out["forgetting"] = {s: float(f.loc[s, "adapted"] - f.loc[s, "fresh"]) for s in f.index}
+        out["forget_round"] = int(res["forgetting"]["round"].max())
     return out
 
 # %% ../nbs/19_adapt.ipynb #52593d58
@@ -450,3 +457,19 @@ def write_sequential(res:dict, out) -> dict:
     paths["summary"].write_text(json.dumps(dict(sequential_summary(res), options=res["options"]), indent=1, default=str))
     fig = plot_sequential(res); paths["curve_png"] = out / "curve.png"; fig.savefig(paths["curve_png"], dpi=110); plt.close(fig)
     return paths
+
+# %% ../nbs/19_adapt.ipynb #37671901
+def benchmark_lessons(n:int=5, size:int=512, strokes:int=3, seed:int=0,
+                      threads:int|None=None, # torch threads (None: as set)
+                      **options) -> dict: # SceneLearner options
+    "Time `n` lessons of one `SceneLearner` on synthetic `size` px tiles with `strokes` strokes each -> seconds, median, max."
+    from roadgie.synthetic import make_world
+    if n < 1 or size < 64 or strokes < 1: raise ValueError(f"expected n >= 1, size >= 64 and strokes >= 1, got {n}, {size}, {strokes}")
+    if threads: torch.set_num_threads(int(threads))
+    learner, secs = SceneLearner(**options), []
+    for j in range(n):
+        w = make_world(seed + j, size)
+        s, _ = annotate(learner, w.image, w.mask, strokes, "centre", f"lesson{j}", seed)
+        t0 = time.perf_counter(); learner.learn_from(s); secs.append(time.perf_counter() - t0)
+    return dict(seconds=[round(x, 3) for x in secs], median_s=float(np.median(secs)), max_s=float(max(secs)), n=n, size=size,
+                strokes=strokes, threads=torch.get_num_threads(), options=learner.options)

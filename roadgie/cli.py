@@ -229,8 +229,10 @@ def demo(argv:list[str]|None=None) -> None:
 def _bench(argv):
     ap = Parser("roadgie-bench", "Parameters, counted GFLOP and latency (median, p90) of the paper and lite networks, "
                 "in torch and ONNX Runtime, on random inputs; with --scene, the scribble widget on a whole synthetic GeoTIFF "
-                "instead (time and memory to open it, stroke round trip). Into ./runs/bench/ (bench.md, bench.json).",
-                examples=["roadgie-bench", "roadgie-bench --sizes 512 --models lite", "roadgie-bench --scene 10000 --out /tmp/b"])
+                "instead (time and memory to open it, stroke round trip); with --lessons, how long a SceneLearner takes to learn "
+                "from a tile. Into ./runs/bench/ (bench.md, bench.json).",
+                examples=["roadgie-bench", "roadgie-bench --sizes 512 --models lite", "roadgie-bench --scene 10000 --out /tmp/b",
+                          "roadgie-bench --lessons 5"])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square input sizes in px (default: 256 512 1024)")
     ap.add_argument("--models", nargs="+", default=["paper", "lite-v1", "lite"],
                     help="networks of roadgie.model.MODELS (default: paper, the first lite design lite-v1, and the shipped lite)")
@@ -238,9 +240,19 @@ def _bench(argv):
     ap.add_argument("--scene", type=int, default=None, metavar="SIZE",
                     help="benchmark the widget on a SIZE x SIZE synthetic GeoTIFF (e.g. 10000) with the shipped network")
     ap.add_argument("--strokes", type=int, default=20, help="strokes timed with --scene (default 20)")
+    ap.add_argument("--lessons", type=int, default=None, metavar="N",
+                    help="time N lessons of a SceneLearner (\"Learn\") on 512x512 synthetic tiles of 3 strokes each instead")
     ap.add_argument("--out", default=None, help="output folder (default: ./runs/bench, or ./runs/bench-scene with --scene)")
     a = ap.parse_args(argv)
-    final = run_dir(a.out, "bench" if a.scene is None else "bench-scene")
+    final = run_dir(a.out, "bench" if a.scene is None and a.lessons is None else "bench-scene" if a.lessons is None else "bench-lessons")
+    if a.lessons is not None:
+        if a.lessons < 1: raise CliError(f"--lessons {a.lessons}: expected 1 lesson or more")
+        from roadgie.adapt import benchmark_lessons
+        with run_folder(final) as tmp:
+            r = benchmark_lessons(n=a.lessons); (tmp / "bench.json").write_text(json.dumps(r, indent=1))
+        print(f"a lesson on a {r['size']}x{r['size']} tile with {r['strokes']} strokes ({r['threads']} torch threads): median "
+              f"{r['median_s']:.2f} s, max {r['max_s']:.2f} s over {r['n']} lessons ({', '.join(f'{x:.2f}' for x in r['seconds'])} s)")
+        return print(f"roadgie-bench: results in {final / 'bench.json'}")
     if a.scene is not None:
         if a.scene < 1000 or a.strokes < 1: raise CliError(f"--scene {a.scene} --strokes {a.strokes}: expected a scene of 1000 px or more and 1 stroke or more")
         import tempfile
@@ -401,6 +413,8 @@ def eval_params(argv) -> tuple[dict, Path]: # (options for roadgie.evaluation.ru
     g.add_argument("--teach-rounds", type=int, default=3, help="strokes on each taught tile (default 3)")
     g.add_argument("--anchors", type=int, default=0, help="the learner replays this many training tiles of each other source "
                    "in every lesson, so it does not forget them (default 0: none)")
+    g.add_argument("--automatic", default=None, help="the automatic network the learner starts from (.safetensors; default: the "
+                   "shipped one); --model names its interactive network")
     a = ap.parse_args(argv)
     if a.sequential: return sequential_params(a)
     if a.rounds < 1: raise CliError(f"--rounds {a.rounds}: expected 1 or more")
@@ -441,9 +455,14 @@ def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequ
     other = [r for s in sorted({r["source"] for r in other}) for r in [x for x in other if x["source"] == s][:6]]
     train = [r for r in find_tiles(root, "train", verbose=False) if r["source"] != src] if a.anchors else []
     anchors = [r for s in sorted({r["source"] for r in train}) for r in [x for x in train if x["source"] == s][:a.anchors]]
+    from roadgie.model import load_model
+    def weights(opt, p):   # a readable weights file, as an absolute path
+        p = str(Path(p).expanduser().resolve()); checked(opt, load_model, p); return p
+    learner = {k: weights(o, v) for k, o, v in (("interactive", "--model", a.model), ("automatic", "--automatic", a.automatic)) if v}
+    if anchors: learner["anchors"] = anchors
     name = a.name or f"sequential-{src}" + (f"-{a.prefix}" if a.prefix else "")
     return dict(sequential=True, region=region, other=other, k=a.teach, teach_rounds=a.teach_rounds, rounds=a.rounds,
-                kind=a.prompt, learner=dict(anchors=anchors) if anchors else None), run_dir(a.out, name)
+                kind=a.prompt, learner=learner or None), run_dir(a.out, name)
 
 def _evaluate(argv):
     kw, final = eval_params(argv)
@@ -464,6 +483,9 @@ def _sequential(kw, final):
     s = sequential_summary(res); R = kw["rounds"]
     print(f"draft Dice {s['draft_fresh']:.3f} -> {s['draft_adapted']:.3f}; Dice after {R} rounds {s[f'dice{R}_fresh']:.3f} -> "
           f"{s[f'dice{R}_adapted']:.3f}; strokes to Dice 0.8 {s['strokes_fresh']:.2f} -> {s['strokes_adapted']:.2f} (fresh -> learnt)")
+    if "forgetting" in s:
+        print(f"other sources, Dice after {s['forget_round']} rounds, learnt minus fresh: "
+              + ", ".join(f"{k} {v:+.3f}" for k, v in s["forgetting"].items()))
     print(f"\nroadgie-eval: done in {time.time() - t0:.0f} s. Results in {final}: summary.json, curve.png, tiles.csv, "
           "curve.csv, lessons.csv, forgetting.csv")
 

@@ -113,6 +113,7 @@ WRONG = [  # (arguments, a piece of the one-line message); {own} is a folder of 
     (["roadgie-segment", "{scene}", "{scene}", "--prompts", "{scene}"], "the prompts of one scene, but 2 scenes"),
     (["roadgie-bench", "--sizes", "8"], "32 px or more"),
     (["roadgie-bench", "--scene", "10"], "1000 px or more"),
+    (["roadgie-bench", "--lessons", "0"], "expected 1 lesson or more"),
     (["roadgie-demo", "--nmae", "x"], "unrecognized arguments"),
 ]
 
@@ -181,14 +182,28 @@ def test_eval_out_elsewhere(own_tiles, tmp_path):
 def test_eval_sequential_learns_a_region(tmp_path):
     "--sequential: a region's first tiles taught to a SceneLearner, the rest measured against a fresh one, all in --out."
     from roadgie.data import samples_dir
+    from roadgie.model import AUTOMATIC_PATH, PRETRAINED_PATH
+    bad = run(["roadgie-eval", samples_dir(), "--sequential", "--source", "synthetic", "--teach", "2", "--automatic", "nothing.safetensors",
+               "--out", "seq"], cwd=tmp_path)
+    assert "--automatic" in one_line_error(bad) and "nothing.safetensors" in one_line_error(bad) and not (tmp_path / "seq").exists()
     r = run(["roadgie-eval", samples_dir(), "--sequential", "--source", "synthetic", "--teach", "2", "--teach-rounds", "1",
-             "--rounds", "2", "--out", "seq"], cwd=tmp_path)
+             "--rounds", "2", "--out", "seq", "--automatic", AUTOMATIC_PATH, "--model", PRETRAINED_PATH], cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     out = tmp_path / "seq"
     assert {"summary.json", "curve.png", "tiles.csv", "curve.csv", "lessons.csv", "forgetting.csv"} <= {p.name for p in out.iterdir()}
     s = json.loads((out / "summary.json").read_text())
     assert s["tiles_taught"] == 2 and 0 <= s["draft_adapted"] <= 1 and "strokes to Dice 0.8" in r.stdout
+    assert s["options"]["learner"] == {"interactive": str(PRETRAINED_PATH), "automatic": str(AUTOMATIC_PATH)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
+
+
+def test_bench_lessons(tmp_path):
+    "--lessons N: how long \"Learn\" takes on a 512x512 tile, printed and in bench.json of the folder named."
+    r = run(["roadgie-bench", "--lessons", "1", "--out", "b"], cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    js = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert len(js["seconds"]) == 1 and js["size"] == 512 and js["median_s"] > 0 and "a lesson on a 512x512 tile" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
 def test_eval_failure_leaves_nothing_half_written(broken_tiles, tmp_path):
