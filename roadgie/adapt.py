@@ -122,22 +122,24 @@ class SceneLearner:
     "The shipped pair as a private copy that learns from finished sessions: a predictor (image, prompts, prev) -> logits."
     def __init__(self, interactive=None, automatic=None, # weights files; None: the shipped ones
                  steps:int=8, interactive_steps:int=8, # Adam steps per lesson for the automatic / interactive network
-                 lr:float=1e-4, l2sp:float=1e-2, batch:int=4, crop:int=256, seed:int=0,
-                 interactive_lr:float|None=None, # learning rate of the interactive network's steps (None: `lr`)
-                 update:str="all", # which parameters learn: "all", "decoder" or "norm" (`UPDATES`)
+                 lr:float=5e-5, l2sp:float=1e-2, batch:int=4, crop:int=256, seed:int=0,
+                 interactive_lr:float|None=1e-4, # learning rate of the interactive network's steps (None: `lr`)
+                 interactive_update:str|None="norm", # which of its parameters learn (None: as `update`)
+                 update:str="all", # which parameters of the automatic network learn: "all", "decoder" or "norm" (`UPDATES`)
                  optimizer:str="adam", # "adam" or "sgd"
                  memory:int=8, # each lesson also replays crops of up to this many earlier sessions of the region
                  floor:float=0.15, # weight of the accepted mask far from any stroke (`stroke_weights`)
                  anchors=None, # tiles of the places the pair was trained on, replayed so it does not forget them: (image, mask) pairs or tile records
                  anchor_share:float=0.25): # share of each lesson's crops cut from the anchors (when there are any)
         if optimizer not in ("adam", "sgd"): raise ValueError(f"expected optimizer 'adam' or 'sgd', got {optimizer!r}")
-        if update not in UPDATES: raise ValueError(f"expected update one of {list(UPDATES)}, got {update!r}")
+        for k, u in (("update", update), ("interactive_update", interactive_update or update)):
+            if u not in UPDATES: raise ValueError(f"expected {k} one of {list(UPDATES)}, got {u!r}")
         self.paths = (Path(interactive or PRETRAINED_PATH), Path(automatic or AUTOMATIC_PATH))
         i, a = load_model(self.paths[0]), load_model(self.paths[1])   # FileNotFoundError / ValueError say which file
         self._base = (copy.deepcopy(i), copy.deepcopy(a))    # the shipped networks, kept to reset to and stay close to
         self._anchors = [{k: v.detach().clone() for k, v in n.named_parameters()} for n in self._base]
         self.options = dict(steps=int(steps), interactive_steps=int(interactive_steps), lr=float(lr), l2sp=float(l2sp),
-                            interactive_lr=None if interactive_lr is None else float(interactive_lr),
+                            interactive_lr=None if interactive_lr is None else float(interactive_lr), interactive_update=interactive_update,
                             batch=int(batch), crop=int(crop), seed=int(seed), update=update, optimizer=optimizer,
                             memory=int(memory), floor=float(floor), anchor_share=float(anchor_share))
         self.anchors = _anchor_sessions(anchors, seed)   # never forgotten, never saved: training data, not the region's
@@ -253,7 +255,8 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     def inter_batch(s):
         b = crops(lambda m: torch.cat([m["img"], m["strokes"][int(rng.integers(len(m["strokes"])))].float() / 255, m["draft"], m["tw"]]))
         return b[:, :6], b[:, 6:7], b[:, 7:8]
-    ri = finetune(i, inter_batch, o["interactive_steps"], o.get("interactive_lr") or o["lr"], anchors[0], o["l2sp"], o["update"], o["optimizer"]) \
+    ri = finetune(i, inter_batch, o["interactive_steps"], o.get("interactive_lr") or o["lr"], anchors[0], o["l2sp"],
+                  o.get("interactive_update") or o["update"], o["optimizer"]) \
         if ra["ok"] else dict(ok=False, why="skipped")
     rep = dict(automatic=ra, interactive=ri, seconds=time.perf_counter() - t0, learned=bool(ra["ok"] and ri["ok"]))
     if rep["learned"]:
@@ -414,10 +417,11 @@ def sequential_benchmark(region, # tile records of one region, in order (`region
         for name, l in (("fresh", fresh), ("adapted", ad)):
             d = annotate(l, im, gt, fr, kind, r["stem"], seed)[1]
             forget += [dict(learner=name, source=r["source"], stem=r["stem"], round=i, dice=v) for i, v in enumerate(d)]
+    opts = dict(k=k, teach_rounds=teach_rounds, rounds=rounds, kind=kind, target=target, n_test=len(tests), forget_round=fr,
+                n_other=len({f["stem"] for f in forget}),   # the learner's every option, so a result says how it was made
+                learner=dict(ad.options, interactive=str(ad.paths[0]), automatic=str(ad.paths[1]), anchors=len(ad.anchors)))
     return dict(tiles=pd.DataFrame(rows), curve=pd.DataFrame(curve), lessons=pd.DataFrame(lessons),
-                forgetting=pd.DataFrame(forget), options=dict(k=k, teach_rounds=teach_rounds, rounds=rounds, kind=kind,
-                                                              target=target, learner=learner or {}, n_test=len(tests),
-                                                              forget_round=fr, n_other=len({f["stem"] for f in forget})))
+                forgetting=pd.DataFrame(forget), options=opts)
 
 def sequential_summary(res:dict) -> dict:
     "Headline figures of a `sequential_benchmark`: fresh vs adapted draft Dice, Dice per round, strokes to target, forgetting."

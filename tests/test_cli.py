@@ -193,7 +193,7 @@ def test_eval_sequential_learns_a_region(tmp_path):
     assert {"summary.json", "curve.png", "tiles.csv", "curve.csv", "lessons.csv", "forgetting.csv"} <= {p.name for p in out.iterdir()}
     s = json.loads((out / "summary.json").read_text())
     assert s["tiles_taught"] == 2 and 0 <= s["draft_adapted"] <= 1 and "strokes to Dice 0.8" in r.stdout
-    assert s["options"]["learner"] == {"interactive": str(PRETRAINED_PATH), "automatic": str(AUTOMATIC_PATH)}
+    assert (s["options"]["learner"]["interactive"], s["options"]["learner"]["automatic"]) == (str(PRETRAINED_PATH), str(AUTOMATIC_PATH))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seq"]
 
 
