@@ -418,8 +418,9 @@ def sequential_benchmark(region, # tile records of one region, in order (`region
             d = annotate(l, im, gt, fr, kind, r["stem"], seed)[1]
             forget += [dict(learner=name, source=r["source"], stem=r["stem"], round=i, dice=v) for i, v in enumerate(d)]
     opts = dict(k=k, teach_rounds=teach_rounds, rounds=rounds, kind=kind, target=target, n_test=len(tests), forget_round=fr,
-                n_other=len({f["stem"] for f in forget}),   # the learner's every option, so a result says how it was made
-                learner=dict(ad.options, interactive=str(ad.paths[0]), automatic=str(ad.paths[1]), anchors=len(ad.anchors)))
+                n_other=len({f["stem"] for f in forget}),
+                learner=dict(ad.options, interactive=str(ad.paths[0]), automatic=str(ad.paths[1]),   # every option of the learner,
+                             anchors=len(ad.anchors)))                                                # so a result says how it was made
     return dict(tiles=pd.DataFrame(rows), curve=pd.DataFrame(curve), lessons=pd.DataFrame(lessons),
                 forgetting=pd.DataFrame(forget), options=opts)
 
