@@ -242,9 +242,11 @@ def _bench(argv):
     ap.add_argument("--strokes", type=int, default=20, help="strokes timed with --scene (default 20)")
     ap.add_argument("--lessons", type=int, default=None, metavar="N",
                     help="time N lessons of a SceneLearner (\"Learn\") on 512x512 synthetic tiles of 3 strokes each instead")
-    ap.add_argument("--out", default=None, help="output folder (default: ./runs/bench, or ./runs/bench-scene with --scene)")
+    ap.add_argument("--out", default=None, help="output folder (default: ./runs/bench, ./runs/bench-scene with --scene, "
+                    "./runs/bench-lessons with --lessons)")
     a = ap.parse_args(argv)
-    final = run_dir(a.out, "bench" if a.scene is None and a.lessons is None else "bench-scene" if a.lessons is None else "bench-lessons")
+    if a.scene is not None and a.lessons is not None: raise CliError("--scene and --lessons are two benchmarks: give one of them")
+    final = run_dir(a.out, "bench-lessons" if a.lessons is not None else "bench-scene" if a.scene is not None else "bench")
     if a.lessons is not None:
         if a.lessons < 1: raise CliError(f"--lessons {a.lessons}: expected 1 lesson or more")
         from roadgie.adapt import benchmark_lessons

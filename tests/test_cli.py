@@ -114,6 +114,7 @@ WRONG = [  # (arguments, a piece of the one-line message); {own} is a folder of 
     (["roadgie-bench", "--sizes", "8"], "32 px or more"),
     (["roadgie-bench", "--scene", "10"], "1000 px or more"),
     (["roadgie-bench", "--lessons", "0"], "expected 1 lesson or more"),
+    (["roadgie-bench", "--lessons", "1", "--scene", "2000"], "give one of them"),
     (["roadgie-demo", "--nmae", "x"], "unrecognized arguments"),
 ]
 
