@@ -130,8 +130,10 @@ class SceneLearner:
                  memory:int=8, # each lesson also replays crops of up to this many earlier sessions of the region
                  floor:float=0.15, # weight of the accepted mask far from any stroke (`stroke_weights`)
                  anchors=None, # tiles of the places the pair was trained on, replayed so it does not forget them: (image, mask) pairs or tile records
-                 anchor_share:float=0.25): # share of each lesson's crops cut from the anchors (when there are any)
+                 anchor_share:float=0.25, # share of each lesson's crops cut from the anchors (when there are any)
+                 merge:str="never"): # sessions keep each stroke's changes local (`merge_local`): "never", "learnt" (once it has learnt), "always"
         if optimizer not in ("adam", "sgd"): raise ValueError(f"expected optimizer 'adam' or 'sgd', got {optimizer!r}")
+        if merge not in ("never", "learnt", "always"): raise ValueError(f"expected merge 'never', 'learnt' or 'always', got {merge!r}")
         for k, u in (("update", update), ("interactive_update", interactive_update or update)):
             if u not in UPDATES: raise ValueError(f"expected {k} one of {list(UPDATES)}, got {u!r}")
         self.paths = (Path(interactive or PRETRAINED_PATH), Path(automatic or AUTOMATIC_PATH))
@@ -141,10 +143,10 @@ class SceneLearner:
         self.options = dict(steps=int(steps), interactive_steps=int(interactive_steps), lr=float(lr), l2sp=float(l2sp),
                             interactive_lr=None if interactive_lr is None else float(interactive_lr), interactive_update=interactive_update,
                             batch=int(batch), crop=int(crop), seed=int(seed), update=update, optimizer=optimizer,
-                            memory=int(memory), floor=float(floor), anchor_share=float(anchor_share))
+                            memory=int(memory), floor=float(floor), anchor_share=float(anchor_share), merge=merge)
         self.anchors = _anchor_sessions(anchors, seed)   # never forgotten, never saved: training data, not the region's
         self.memory = []   # earlier sessions of the region: {img (3,H,W), tw (2,H,W) target and weight, strokes [(2,H,W) uint8]}
-        self._lock, self.lessons, self.log = threading.Lock(), 0, []
+        self._lock, self.lessons, self.log, self._warm = threading.Lock(), 0, [], None
         self._shipped = self._pair(i, a, backend="auto")
         self._nets, self._predict = (i, a), self._shipped
 
@@ -163,6 +165,11 @@ class SceneLearner:
         image = np.asarray(image, np.float32)
         return self(image, np.zeros((2,) + image.shape[:2], np.float32), None)
 
+    @property
+    def local_merge(self) -> bool:
+        "Whether sessions using the learner keep each stroke's changes local (`roadgie.interactive.merge_local`)."
+        m = self.options.get("merge", "never")
+        return m == "always" or (m == "learnt" and self.lessons > 0)
     @property
     def interactive(self): return self._nets[0]
     @property
@@ -233,6 +240,7 @@ from fastcore.basics import patch
 @patch
 def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     "Train copies of both networks on one session (and crops of earlier ones); swap them in when both losses stayed finite."
+    if self._warm is not None: self._warm.join()   # a warm-up still running (`warm_up`) ends first
     o, rng = self.options, np.random.default_rng([self.options["seed"], self.lessons])
     i, a = copy.deepcopy(self._nets[0]), copy.deepcopy(self._nets[1])
     anchors = self._anchors
@@ -288,6 +296,24 @@ def learn_from(self:SceneLearner, session, # a finished InteractiveSession or Sc
     th = threading.Thread(target=lambda: out.update(self._lesson(image, target, weight, subsets)), daemon=True)
     th.start(); out["thread"] = th
     return out
+
+# %% ../nbs/19_adapt.ipynb #2d93b45d
+@patch
+def warm_up(self:SceneLearner, background:bool=False, # True: in a thread (returned); a lesson started meanwhile waits for it
+            size:int=512) -> float | threading.Thread: # side of the tiles whose draft a lesson recomputes
+    "One zero-rate step of copies of both networks on a lesson-sized batch, so the first lesson is as quick as later ones -> seconds."
+    o = self.options
+    def run() -> float:
+        t0 = time.perf_counter(); i, a = self._base_nets()
+        x = torch.zeros(o["batch"], 6, o["crop"], o["crop"]); t, w = torch.zeros(o["batch"], 1, o["crop"], o["crop"]), torch.ones(o["batch"], 1, o["crop"], o["crop"])
+        finetune(a, lambda s: (x, t, w), 1, 0.0, None, 0.0, o["update"], o["optimizer"]); a.eval()
+        _raw_draft(a, torch.zeros(1, 3, size, size))
+        finetune(i, lambda s: (x, t, w), 1, 0.0, None, 0.0, o.get("interactive_update") or o["update"], o["optimizer"])
+        return time.perf_counter() - t0
+    if not background: return run()
+    self._warm = threading.Thread(target=run, daemon=True); self._warm.start()
+    return self._warm
+
 
 # %% ../nbs/19_adapt.ipynb #fcb472c5
 _FORMAT = "roadgie-scene-learner"
@@ -466,15 +492,17 @@ def write_sequential(res:dict, out) -> dict:
 # %% ../nbs/19_adapt.ipynb #37671901
 def benchmark_lessons(n:int=5, size:int=512, strokes:int=3, seed:int=0,
                       threads:int|None=None, # torch threads (None: as set)
+                      warm:bool=True, # `warm_up` the learner first, as the widget does (its seconds are reported apart)
                       **options) -> dict: # SceneLearner options
     "Time `n` lessons of one `SceneLearner` on synthetic `size` px tiles with `strokes` strokes each -> seconds, median, max."
     from roadgie.synthetic import make_world
     if n < 1 or size < 64 or strokes < 1: raise ValueError(f"expected n >= 1, size >= 64 and strokes >= 1, got {n}, {size}, {strokes}")
     if threads: torch.set_num_threads(int(threads))
     learner, secs = SceneLearner(**options), []
+    warm_s = learner.warm_up(size=size) if warm else None
     for j in range(n):
         w = make_world(seed + j, size)
         s, _ = annotate(learner, w.image, w.mask, strokes, "centre", f"lesson{j}", seed)
         t0 = time.perf_counter(); learner.learn_from(s); secs.append(time.perf_counter() - t0)
     return dict(seconds=[round(x, 3) for x in secs], median_s=float(np.median(secs)), max_s=float(max(secs)), n=n, size=size,
-                strokes=strokes, threads=torch.get_num_threads(), options=learner.options)
+                strokes=strokes, threads=torch.get_num_threads(), warm_up_s=None if warm_s is None else round(warm_s, 3), options=learner.options)

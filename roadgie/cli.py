@@ -253,7 +253,8 @@ def _bench(argv):
         with run_folder(final) as tmp:
             r = benchmark_lessons(n=a.lessons); (tmp / "bench.json").write_text(json.dumps(r, indent=1))
         print(f"a lesson on a {r['size']}x{r['size']} tile with {r['strokes']} strokes ({r['threads']} torch threads): median "
-              f"{r['median_s']:.2f} s, max {r['max_s']:.2f} s over {r['n']} lessons ({', '.join(f'{x:.2f}' for x in r['seconds'])} s)")
+              f"{r['median_s']:.2f} s, max {r['max_s']:.2f} s over {r['n']} lessons ({', '.join(f'{x:.2f}' for x in r['seconds'])} s), "
+              f"after a {r['warm_up_s']:.2f} s warm-up as the widget does when it opens")
         return print(f"roadgie-bench: results in {final / 'bench.json'}")
     if a.scene is not None:
         if a.scene < 1000 or a.strokes < 1: raise CliError(f"--scene {a.scene} --strokes {a.strokes}: expected a scene of 1000 px or more and 1 stroke or more")

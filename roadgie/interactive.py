@@ -20,7 +20,8 @@ from .model import gsd_scale, Rescaled
 # %% auto #0
 __all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'AutoStart',
            'shipped_predictor', 'cover_span', 'plan_windows', 'seam_weights', 'blend_windows', 'PromptRecord',
-           'SessionPrompts', 'InteractiveSession', 'skeleton_length', 'benchmark_session', 'benchmark_history']
+           'SessionPrompts', 'InteractiveSession', 'merge_local', 'LocalMerge', 'skeleton_length', 'benchmark_session',
+           'benchmark_history']
 
 # %% ../nbs/10_interactive.ipynb #62e5dca0
 def as_rgb(image # (H,W), (H,W,1|2|3|4) array: uint8, uint16, bool or float in [0,1]
@@ -344,9 +345,10 @@ class InteractiveSession:
                  resample:bool=True, # with `gsd` outside the network's band, let it see the image resampled into it
                  transform=None, # affine (a,b,c,d,e,f) or callable (x,y)->(X,Y) for GeoJSON in map coordinates
                  click_radius:float=3.0, # radius of a click's disk in pixels
-                 max_history:int=100): # undo steps kept
+                 max_history:int=100, # undo steps kept
+                 merge:bool|None=None): # True: a stroke changes only what is connected to it (`merge_local`); None: as the model says
         self.image = self._load(image)
-        self.predictor = as_predictor(model)
+        self.predictor, self._model, self.merge, self._seen = as_predictor(model), model, merge, {}
         if resample and gsd_scale(gsd) != 1 and _sees_imagery(model):
             self.predictor = Rescaled(self.predictor, gsd_scale(gsd))   # e.g. 5 cm drone imagery shown at 0.3 m/px
         self.window, self.gsd, self.transform = int(window), gsd, transform
@@ -433,6 +435,46 @@ def add_prompt_mask(self:InteractiveSession, mask, # (H,W) bool or float in [0,1
         raise ValueError("expected prompt mask values in [0, 1]")
     return self._add(_record("mask", m, positive))
 
+# %% ../nbs/10_interactive.ipynb #678fc34e
+def _strokes_in(records, box) -> np.ndarray: # (h,w) bool
+    "Where the prompt `records` lie inside `box` = (y0, y1, x0, x1)."
+    y0, y1, x0, x1 = box; out = np.zeros((y1 - y0, x1 - x0), bool)
+    for r in records:
+        a0, a1, b0, b1 = r.bbox
+        c0, c1, d0, d1 = max(a0, y0), min(a1, y1), max(b0, x0), min(b1, x1)
+        if c0 < c1 and d0 < d1: out[c0 - y0:c1 - y0, d0 - x0:d1 - x0] |= r.patch[c0 - a0:c1 - a0, d0 - b0:d1 - b0] > 0.5
+    return out
+
+def merge_local(old, new, # (h,w) float32 logits before and after a stroke
+                strokes, # (h,w) bool, where the new strokes lie
+                cut:float=0.0, # logit threshold of the mask
+                radius:int=8) -> np.ndarray: # (h,w) float32
+    "`new` where it belongs to the strokes (near them, or changed pixels connected to them) or `old` was never predicted; `old` elsewhere."
+    if old.shape != new.shape or strokes.shape != new.shape:
+        raise ValueError(f"expected old, new and strokes of one shape, got {old.shape}, {new.shape}, {strokes.shape}")
+    if not strokes.any(): return new
+    near = ndimage.binary_dilation(strokes, iterations=int(radius)) if radius > 0 else strokes
+    changed = (new > cut) != (old > cut)
+    lab, _ = ndimage.label(changed, np.ones((3, 3), bool))
+    ids = np.unique(lab[near & changed])
+    keep = near | np.isin(lab, ids[ids > 0]) | (old == 0)       # logits are exactly 0 only where nothing was predicted
+    return np.where(keep, new, old).astype(np.float32)
+
+class LocalMerge:
+    "Any predictor, asking the sessions that use it to keep each stroke's changes local (`merge_local`)."
+    local_merge = True
+    def __init__(self, predictor=None): self.predictor = as_predictor(predictor)   # None: the shipped pair
+    def __call__(self, image, prompts, prev_logits=None): return self.predictor(image, prompts, prev_logits)
+    def __repr__(self): return f"LocalMerge({self.predictor!r})"
+
+@patch(as_prop=True)
+def merging(self:InteractiveSession) -> bool:
+    "Whether predictions are merged around the new strokes (`merge`, else the model's `local_merge`)."
+    if self.merge is not None: return bool(self.merge)
+    m = self._model
+    return bool(getattr(m, "local_merge", False) or getattr(getattr(m, "__self__", None), "local_merge", False))   # a bound `predict` too
+
+
 # %% ../nbs/10_interactive.ipynb #d52f7dfd
 @patch
 def _run(self:InteractiveSession, win):
@@ -471,6 +513,11 @@ def predict(self:InteractiveSession) -> np.ndarray: # (H,W) bool
         (H, W), m, o, d = self.shape, self.window // 8, self.window // 8, self._dirty
         ys, xs = cover_span(d[0] - m, d[1] + m, H, self.window, o), cover_span(d[2] - m, d[3] + m, W, self.window, o)
         ub, new = blend_windows(ys, xs, self._run, o)
+        if self.merging:
+            fresh = [r for r in self.records if id(r) not in self._seen]   # the strokes this prediction answers
+            if fresh: new = merge_local(np.asarray(self.logits[ub[0]:ub[1], ub[2]:ub[3]], np.float32), new,
+                                        _strokes_in(fresh, ub), math.log(self.threshold / (1 - self.threshold)))
+            self._seen = {id(r): r for r in self.records}   # holding them keeps their ids unique
         self._here().append(self._write(ub, new))
         self.last_windows = [(a, b, c, e) for a, b in ys for c, e in xs]
         self.n_predictions += 1

@@ -119,6 +119,7 @@ class ScribbleWidget(W.VBox):
                  **session_kw): # more session arguments (threshold, mode, window, transform, ...)
         self.predictor = as_predictor(widget_model(model))
         self.learner = model if callable(getattr(model, "learn_from", None)) else None   # a roadgie.adapt.SceneLearner
+        if self.learner is not None and callable(getattr(self.learner, "warm_up", None)): self.learner.warm_up(background=True)   # a quick first "Learn"
         self.canvas, self.overview = MultiCanvas(3, width=8, height=8), Canvas(width=8, height=8)
         self.canvas.layout.border = self.overview.layout.border = "1px solid #888"
         self.buttons = {b: W.Button(description=b, layout=W.Layout(width="auto", flex="0 0 auto")) for b in BUTTONS}

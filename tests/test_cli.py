@@ -204,6 +204,7 @@ def test_bench_lessons(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     js = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert len(js["seconds"]) == 1 and js["size"] == 512 and js["median_s"] > 0 and "a lesson on a 512x512 tile" in r.stdout
+    assert js["warm_up_s"] > 0 and "warm-up" in r.stdout       # timed apart, as the widget warms the learner up when it opens
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
 
 
