@@ -84,7 +84,10 @@ def finetune(net, # the network to update in place (a private copy)
              optimizer:str="adam") -> dict: # "adam", or "sgd" (momentum 0.9: steps in proportion to the gradient)
     "A few Adam steps on `net`'s parameters -> {steps, loss_first, loss_last, ok}; a non-finite loss restores the weights."
     saved = copy.deepcopy(net.state_dict())
-    params = [p for k, p in net.named_parameters() if UPDATES[update](k, net)]
+    params = []
+    for k, p in net.named_parameters():   # the others need no gradient: backward skips their weight gradients
+        p.requires_grad_(bool(UPDATES[update](k, net)))
+        if p.requires_grad: params.append(p)
     opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr, momentum=0.9)
     _frozen_norm(net); losses = []
     try:
