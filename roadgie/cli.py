@@ -418,6 +418,10 @@ def eval_params(argv) -> tuple[dict, Path]: # (options for roadgie.evaluation.ru
                    "in every lesson, so it does not forget them (default 0: none)")
     g.add_argument("--automatic", default=None, help="the automatic network the learner starts from (.safetensors; default: the "
                    "shipped one); --model names its interactive network")
+    g.add_argument("--merge", choices=["never", "learnt", "always"], default="never", help="keep each stroke's changes local "
+                   "in the learner's sessions (roadgie.interactive.merge_local): never (default), once it has learnt, always")
+    g.add_argument("--region-splits", default="val,test", help="comma-separated splits the region's tiles come from (default "
+                   "val,test; add train when neither network was trained on the source)")
     a = ap.parse_args(argv)
     if a.sequential: return sequential_params(a)
     if a.rounds < 1: raise CliError(f"--rounds {a.rounds}: expected 1 or more")
@@ -443,7 +447,7 @@ def eval_params(argv) -> tuple[dict, Path]: # (options for roadgie.evaluation.ru
                 model_path=model, max_tiles=a.max_tiles), final
 
 def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequential_benchmark, run folder)
-    "Check `roadgie-eval --sequential` arguments: the region's tiles (val and test splits) and tiles of other sources for the forgetting check."
+    "Check `roadgie-eval --sequential` arguments: the region's tiles (`--region-splits`, val and test by default) and tiles of other sources for the forgetting check."
     if a.teach < 1 or a.teach_rounds < 1 or a.rounds < 1:
         raise CliError(f"--teach {a.teach} --teach-rounds {a.teach_rounds} --rounds {a.rounds}: expected 1 or more each")
     if a.anchors < 0: raise CliError(f"--anchors {a.anchors}: expected 0 or more training tiles per source")
@@ -451,7 +455,10 @@ def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequ
     if not root.is_dir(): raise CliError(f"data root {root} does not exist: expected a folder with a tiles.csv index")
     from roadgie.adapt import region_tiles
     from roadgie.data import find_tiles
-    region = checked("--source", region_tiles, root, a.source, a.prefix)
+    splits = [x.strip() for x in a.region_splits.split(",") if x.strip()]
+    if not splits or set(splits) - {"train", "val", "test"}:
+        raise CliError(f"--region-splits {a.region_splits}: expected a comma-separated list of train, val and test")
+    region = checked("--source", region_tiles, root, a.source, a.prefix, tuple(splits))
     if len(region) <= a.teach: raise CliError(f"the region has {len(region)} tiles: --teach {a.teach} leaves none to measure")
     src = region[0]["source"]
     other = [r for r in find_tiles(root, "test", verbose=False) if r["source"] != src]
@@ -463,6 +470,7 @@ def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequ
         p = str(Path(p).expanduser().resolve()); checked(opt, load_model, p); return p
     learner = {k: weights(o, v) for k, o, v in (("interactive", "--model", a.model), ("automatic", "--automatic", a.automatic)) if v}
     if anchors: learner["anchors"] = anchors
+    if a.merge != "never": learner["merge"] = a.merge
     name = a.name or f"sequential-{src}" + (f"-{a.prefix}" if a.prefix else "")
     return dict(sequential=True, region=region, other=other, k=a.teach, teach_rounds=a.teach_rounds, rounds=a.rounds,
                 kind=a.prompt, learner=learner or None), run_dir(a.out, name)

@@ -104,6 +104,8 @@ WRONG = [  # (arguments, a piece of the one-line message); {own} is a folder of 
     (["roadgie-eval", "{own}", "--prompt", "scribble"], "invalid choice: 'scribble'"),
     (["roadgie-eval", "{own}", "--methods", "sam"], "unknown method 'sam'"),
     (["roadgie-eval", "{own}", "--rounds", "0"], "--rounds 0"),
+    (["roadgie-eval", "{own}", "--sequential", "--region-splits", "tset"], "--region-splits tset"),
+    (["roadgie-eval", "{own}", "--sequential", "--merge", "sometimes"], "invalid choice: 'sometimes'"),
     (["roadgie-eval", "{own}", "--name", "/elsewhere/x"], "expected a plain folder name (use --out DIR"),
     (["roadgie-eval", "{noms}"], "5 image(s) in images/, no masks/"),
     (["roadgie-segment", "/nonexistent/nope.tif", "--out", "{tmp}"], "nope.tif"),
