@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from .model import load_model, build_model, Predictor, PRETRAINED_PATH, AUTOMATIC_PATH
-from .interactive import InteractiveSession, AutoStart
+from .interactive import InteractiveSession, AutoStart, record_window
 from .prompts import initial_prompt, correction_prompt, round_rng
 from .metrics import dice as _dice
 
@@ -171,7 +171,7 @@ class SceneLearner:
     @property
     def local_merge(self) -> bool:
         "Whether sessions using the learner keep each stroke's changes local (`roadgie.interactive.merge_local`)."
-        m = self.options.get("merge", "never")
+        m = self.options["merge"]
         return m == "always" or (m == "learnt" and self.lessons > 0)
     @property
     def interactive(self): return self._nets[0]
@@ -204,12 +204,8 @@ def session_view(session, # an InteractiveSession (or SceneSession) with at leas
         raise ValueError(f"the window {x1 - x0}x{y1 - y0} px is larger than {MAX_LEARN_SIDE} px a side: pass window=(y0, y1, x0, x1) around the part annotated")
     strokes = []
     for r in session.records:
-        a0, a1, b0, b1 = r.bbox
-        c0, c1, d0, d1 = max(a0, y0), min(a1, y1), max(b0, x0), min(b1, x1)
-        if c0 >= c1 or d0 >= d1: continue
-        m = np.zeros((y1 - y0, x1 - x0), np.float32)
-        m[c0 - y0:c1 - y0, d0 - x0:d1 - x0] = r.patch[c0 - a0:c1 - a0, d0 - b0:d1 - b0]
-        if m.any(): strokes.append((bool(r.positive), m))
+        m = record_window(r, (y0, y1, x0, x1))
+        if m is not None and m.any(): strokes.append((bool(r.positive), m))
     if not strokes: raise ValueError(f"no stroke inside the window {(y0, y1, x0, x1)}: learn where the person worked")
     return dict(image=np.asarray(session.image[y0:y1, x0:x1], np.float32), mask=np.asarray(session.mask[y0:y1, x0:x1], bool),
                 strokes=strokes, window=(y0, y1, x0, x1))

@@ -20,8 +20,8 @@ from .model import gsd_scale, Rescaled
 # %% auto #0
 __all__ = ['as_rgb', 'check_points', 'rasterize_scribble', 'rasterize_click', 'PromptDilation', 'as_predictor', 'AutoStart',
            'shipped_predictor', 'cover_span', 'plan_windows', 'seam_weights', 'blend_windows', 'PromptRecord',
-           'SessionPrompts', 'InteractiveSession', 'merge_local', 'LocalMerge', 'skeleton_length', 'benchmark_session',
-           'benchmark_history']
+           'SessionPrompts', 'InteractiveSession', 'record_window', 'merge_local', 'LocalMerge', 'skeleton_length',
+           'benchmark_session', 'benchmark_history']
 
 # %% ../nbs/10_interactive.ipynb #62e5dca0
 def as_rgb(image # (H,W), (H,W,1|2|3|4) array: uint8, uint16, bool or float in [0,1]
@@ -436,13 +436,21 @@ def add_prompt_mask(self:InteractiveSession, mask, # (H,W) bool or float in [0,1
     return self._add(_record("mask", m, positive))
 
 # %% ../nbs/10_interactive.ipynb #678fc34e
+def record_window(r:PromptRecord, box) -> np.ndarray | None: # (h,w) float32, or None when it lies outside
+    "Prompt record `r` drawn into the window `box` = (y0, y1, x0, x1) of the image."
+    (y0, y1, x0, x1), (a0, a1, b0, b1) = box, r.bbox
+    c0, c1, d0, d1 = max(a0, y0), min(a1, y1), max(b0, x0), min(b1, x1)
+    if c0 >= c1 or d0 >= d1: return None
+    out = np.zeros((y1 - y0, x1 - x0), np.float32)
+    out[c0 - y0:c1 - y0, d0 - x0:d1 - x0] = r.patch[c0 - a0:c1 - a0, d0 - b0:d1 - b0]
+    return out
+
 def _strokes_in(records, box) -> np.ndarray: # (h,w) bool
     "Where the prompt `records` lie inside `box` = (y0, y1, x0, x1)."
-    y0, y1, x0, x1 = box; out = np.zeros((y1 - y0, x1 - x0), bool)
+    out = np.zeros((box[1] - box[0], box[3] - box[2]), bool)
     for r in records:
-        a0, a1, b0, b1 = r.bbox
-        c0, c1, d0, d1 = max(a0, y0), min(a1, y1), max(b0, x0), min(b1, x1)
-        if c0 < c1 and d0 < d1: out[c0 - y0:c1 - y0, d0 - x0:d1 - x0] |= r.patch[c0 - a0:c1 - a0, d0 - b0:d1 - b0] > 0.5
+        m = record_window(r, box)
+        if m is not None: out |= m > 0.5
     return out
 
 def merge_local(old, new, # (h,w) float32 logits before and after a stroke
