@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from scipy import ndimage
 from .model import load_model, build_model, Predictor, PRETRAINED_PATH, AUTOMATIC_PATH
 from .interactive import InteractiveSession, AutoStart, record_window
@@ -16,9 +17,10 @@ from .prompts import initial_prompt, correction_prompt, round_rng
 from .metrics import dice as _dice
 
 # %% auto #0
-__all__ = ['UPDATES', 'MAX_LEARN_SIDE', 'stroke_weights', 'learning_batch', 'weighted_loss', 'finetune', 'SceneLearner',
-           'session_view', 'view_targets', 'annotate', 'strokes_to', 'region_tiles', 'sequential_benchmark',
-           'sequential_summary', 'plot_sequential', 'write_sequential', 'benchmark_lessons']
+__all__ = ['UPDATES', 'N_STYLE_LAYERS', 'MAX_LEARN_SIDE', 'stroke_weights', 'learning_batch', 'weighted_loss', 'finetune',
+           'SceneLearner', 'style_features', 'style_distance', 'home_path', 'write_home', 'read_home', 'session_view',
+           'view_targets', 'annotate', 'strokes_to', 'region_tiles', 'sequential_benchmark', 'sequential_summary',
+           'plot_sequential', 'write_sequential', 'benchmark_lessons']
 
 # %% ../nbs/19_adapt.ipynb #412343ef
 def stroke_weights(pos, neg, # (H,W) positive and negative stroke masks (bool or float in [0,1])
@@ -134,9 +136,13 @@ class SceneLearner:
                  floor:float=0.15, # weight of the accepted mask far from any stroke (`stroke_weights`)
                  anchors=None, # tiles of the places the pair was trained on, replayed so it does not forget them: (image, mask) pairs or tile records
                  anchor_share:float=0.25, # share of each lesson's crops cut from the anchors (when there are any)
-                 merge:str="never"): # sessions keep each stroke's changes local (`merge_local`): "never", "learnt" (once it has learnt), "always"
+                 merge:str="never", # sessions keep each stroke's changes local (`merge_local`): "never", "learnt" (once it has learnt), "always"
+                 scope:str="everywhere", # where the learnt pair answers: "everywhere", or "region" (tiles that look like those taught, `in_region`)
+                 region_margin:float=1.5): # with scope "region": a tile is the region's when nearer to a taught tile than this times to a home tile
         if optimizer not in ("adam", "sgd"): raise ValueError(f"expected optimizer 'adam' or 'sgd', got {optimizer!r}")
         if merge not in ("never", "learnt", "always"): raise ValueError(f"expected merge 'never', 'learnt' or 'always', got {merge!r}")
+        if scope not in ("everywhere", "region"): raise ValueError(f"expected scope 'everywhere' or 'region', got {scope!r}")
+        if not region_margin > 0: raise ValueError(f"expected region_margin > 0, got {region_margin!r}")
         for k, u in (("update", update), ("interactive_update", interactive_update or update)):
             if u not in UPDATES: raise ValueError(f"expected {k} one of {list(UPDATES)}, got {u!r}")
         self.paths = (Path(interactive or PRETRAINED_PATH), Path(automatic or AUTOMATIC_PATH))
@@ -146,8 +152,11 @@ class SceneLearner:
         self.options = dict(steps=int(steps), interactive_steps=int(interactive_steps), lr=float(lr), l2sp=float(l2sp),
                             interactive_lr=None if interactive_lr is None else float(interactive_lr), interactive_update=interactive_update,
                             batch=int(batch), crop=int(crop), seed=int(seed), update=update, optimizer=optimizer,
-                            memory=int(memory), floor=float(floor), anchor_share=float(anchor_share), merge=merge)
+                            memory=int(memory), floor=float(floor), anchor_share=float(anchor_share), merge=merge,
+                            scope=scope, region_margin=float(region_margin))
         self.anchors = _anchor_sessions(anchors, seed)   # never forgotten, never saved: training data, not the region's
+        self.home = _home_of(self) if scope == "region" else None   # (N,F) style features of the places it was trained on
+        self.region, self._routes, self._route = [], {}, None       # style features of the tiles taught; routing cache; last route
         self.memory = []   # earlier sessions of the region: {img (3,H,W), tw (2,H,W) target and weight, strokes [(2,H,W) uint8]}
         self._lock, self.lessons, self.log, self._warm = threading.Lock(), 0, [], None
         self._shipped = self._pair(i, a, backend="auto")
@@ -160,7 +169,10 @@ class SceneLearner:
                          a.logit_offset - i.logit_offset)
 
     def __call__(self, image, prompts, prev_logits=None) -> np.ndarray:
-        return self._predict(image, prompts, prev_logits)    # one read: the old pair or the new, never half of each
+        pair, learnt = self._predict, self.lessons > 0    # one read: the old pair or the new, never half of each
+        if learnt and self.home is not None and not self.in_region(image): pair, learnt = self._shipped, False
+        self._route = learnt    # which pair answered last (a session asks `local_merge` right after)
+        return pair(image, prompts, prev_logits)
     predict = __call__
 
     def draft(self, image) -> np.ndarray:
@@ -172,12 +184,105 @@ class SceneLearner:
     def local_merge(self) -> bool:
         "Whether sessions using the learner keep each stroke's changes local (`roadgie.interactive.merge_local`)."
         m = self.options["merge"]
-        return m == "always" or (m == "learnt" and self.lessons > 0)
+        return m == "always" or (m == "learnt" and self.lessons > 0 and self._route is not False)
     @property
     def interactive(self): return self._nets[0]
     @property
     def automatic(self): return self._nets[1]
     def __repr__(self): return f"SceneLearner({self.lessons} lesson(s), {self.options})"
+
+# %% ../nbs/19_adapt.ipynb #aa3fdee5
+N_STYLE_LAYERS = 6   # batch-norm layers whose input statistics describe how a tile looks
+
+class _Enough(Exception): pass
+
+@torch.no_grad()
+def style_features(net, # a network with batch-norm layers (the automatic one: 6 input channels)
+                   image) -> np.ndarray: # (F,) float32
+    "How a tile looks to `net`: mean and log-spread of each channel entering its first batch-norm layers, in units of their running statistics."
+    image = np.asarray(image, np.float32)
+    if image.ndim != 3 or image.shape[2] != 3: raise ValueError(f"expected an (H,W,3) image, got shape {image.shape}")
+    H, W = (min(s, 1024) // 32 * 32 for s in image.shape[:2])     # the centre, at most 1024 px a side, whole strides
+    if min(H, W) < 32: raise ValueError(f"expected an image of at least 32x32 px, got {image.shape[1]}x{image.shape[0]}")
+    y, x = (image.shape[0] - H) // 2, (image.shape[1] - W) // 2
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)][:N_STYLE_LAYERS]
+    if not bns: raise ValueError(f"{type(net).__name__} has no batch-norm layer to describe a tile with")
+    out = []
+    def hook(m, inp, _):
+        v = inp[0][0].float(); sd = (m.running_var + m.eps).sqrt()
+        out.append(torch.cat([(v.mean((1, 2)) - m.running_mean) / sd, torch.log(v.std((1, 2)) / sd + 1e-6)]))
+        if len(out) == len(bns): raise _Enough   # the rest of the network is not needed
+    hs, was = [b.register_forward_hook(hook) for b in bns], net.training
+    try:
+        net.eval(); t = torch.from_numpy(np.ascontiguousarray(image[y:y + H, x:x + W].transpose(2, 0, 1)))[None]
+        net(torch.cat([t, torch.zeros_like(t)], 1))
+    except _Enough: pass
+    finally:
+        for h in hs: h.remove()
+        net.train(was)
+    return torch.cat(out).numpy().astype(np.float32)
+
+def style_distance(f, # (F,) features of one tile
+                   refs) -> float: # (N,F) features of reference tiles
+    "Root-mean-square distance of `f` to its nearest reference (inf when there is none)."
+    refs = np.asarray(refs, np.float32).reshape(-1, len(f))
+    return float(np.sqrt(((refs - f) ** 2).mean(1)).min()) if len(refs) else float("inf")
+
+def home_path(automatic) -> Path:
+    "The home-features file that goes with the automatic weights file `automatic` (x.safetensors -> x.home.safetensors)."
+    automatic = Path(automatic); return automatic.with_name(automatic.name.removesuffix(".safetensors") + ".home.safetensors")
+
+def write_home(automatic, # the automatic network's weights file; the features go to `home_path(automatic)`
+               tiles, # tile records of the sources it was trained on (train split)
+               per_source:int=12,
+               out=None) -> Path: # where to write them (None: `home_path(automatic)`)
+    "Style features of up to `per_source` tiles of each source, spread over its list, beside the weights (no image kept) -> the path."
+    from safetensors.torch import save_file
+    from roadgie.data import load_image
+    net, picked = load_model(automatic), []
+    for s in sorted({r["source"] for r in tiles}):
+        rs = [r for r in tiles if r["source"] == s]; picked += rs[::max(1, len(rs) // per_source)][:per_source]
+    if not picked: raise ValueError("expected tile records of the sources the network was trained on, got none")
+    f = np.stack([style_features(net, load_image(r["image"])) for r in picked])
+    out = Path(out or home_path(automatic))
+    save_file({"features": torch.from_numpy(f)}, str(out), metadata=dict(format="roadgie-home-features", weights=Path(automatic).name,
+              sources=json.dumps(sorted({r["source"] for r in picked})), tiles=str(len(picked))))
+    return out
+
+def read_home(automatic) -> np.ndarray: # (N,F)
+    "The home features written by `write_home` for the automatic weights file `automatic`, or a clear error."
+    from safetensors import safe_open
+    p = home_path(automatic)
+    if not p.is_file(): raise FileNotFoundError(f"{p}: no home features beside {Path(automatic).name}; write them with write_home({str(automatic)!r}, training tiles)")
+    try:
+        with safe_open(str(p), framework="pt") as f: meta, t = f.metadata() or {}, f.get_tensor("features")
+    except Exception as e: raise ValueError(f"{p}: not a readable home-features file (corrupt or truncated?): {e}") from None
+    if meta.get("format") != "roadgie-home-features": raise ValueError(f"{p}: not a home-features file (format {meta.get('format')!r})")
+    return t.numpy()
+
+def _home_of(learner) -> np.ndarray:
+    "Home features of a learner: its automatic network's home file, and its anchors'."
+    f = [read_home(learner.paths[1])] if home_path(learner.paths[1]).is_file() else []
+    f += [style_features(learner._base[1], a["img"].permute(1, 2, 0).numpy())[None] for a in learner.anchors]
+    if not f: raise ValueError(f"scope='region' needs to know how the places the pair was trained on look: pass anchors=..., "
+                               f"or write {home_path(learner.paths[1])} with write_home")
+    return np.concatenate(f)
+
+def _tile_key(image) -> tuple:
+    "A cheap fingerprint of an image (its shape and a sparse grid of its pixels), for the routing cache."
+    import hashlib
+    a = np.asarray(image); return a.shape, hashlib.sha1(np.ascontiguousarray(a[::13, ::17]).tobytes()).hexdigest()
+
+@patch
+def in_region(self:SceneLearner, image) -> bool:
+    "Whether `image` looks like the region taught: nearer to a taught tile than `region_margin` times to a home tile (cached per tile)."
+    if not self.region: return False
+    k = _tile_key(image)
+    if k not in self._routes:
+        if self.home is None: self.home = _home_of(self)
+        f = style_features(self._base[1], image)
+        self._routes[k] = style_distance(f, self.region) < self.options["region_margin"] * style_distance(f, self.home)
+    return self._routes[k]
 
 # %% ../nbs/19_adapt.ipynb #6f2fff33
 MAX_LEARN_SIDE = 2048   # a lesson reads at most this many pixels a side of a scene
@@ -237,7 +342,7 @@ def _raw_draft(a, image_t) -> torch.Tensor:
 from fastcore.basics import patch
 
 @patch
-def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
+def _lesson(self:SceneLearner, image, target, weight, subsets, style=None) -> dict:
     "Train copies of both networks on one session (and crops of earlier ones); swap them in when both losses stayed finite."
     if self._warm is not None: self._warm.join()   # a warm-up still running (`warm_up`) ends first
     o, rng = self.options, np.random.default_rng([self.options["seed"], self.lessons])
@@ -268,7 +373,9 @@ def _lesson(self:SceneLearner, image, target, weight, subsets) -> dict:
     rep = dict(automatic=ra, interactive=ri, seconds=time.perf_counter() - t0, learned=bool(ra["ok"] and ri["ok"]))
     if rep["learned"]:
         pair = self._pair(i, a)
-        with self._lock: self._nets, self._predict, self.lessons = (i, a), pair, self.lessons + 1
+        with self._lock:
+            self._nets, self._predict, self.lessons = (i, a), pair, self.lessons + 1
+            if style is not None: self.region, self._routes = self.region + [style], {}   # what the region looks like
         self.memory = (self.memory + [{k: v for k, v in now.items() if k != "draft"}])[-max(o["memory"], 0):] if o["memory"] else []
     else:
         rep["why"] = ra.get("why") or ri.get("why")
@@ -290,9 +397,10 @@ def learn_from(self:SceneLearner, session, # a finished InteractiveSession or Sc
     image = view["image"]
     target, weight = view_targets(view, self.options["floor"])
     subsets = _stroke_subsets(view["strokes"], max(1, self.options["interactive_steps"]), np.random.default_rng([self.options["seed"], self.lessons, 1]))
-    if not background: return self._lesson(image, target, weight, subsets)
+    style = style_features(self._base[1], image)   # how the tile looks, for `in_region`
+    if not background: return self._lesson(image, target, weight, subsets, style)
     out = {}
-    th = threading.Thread(target=lambda: out.update(self._lesson(image, target, weight, subsets)), daemon=True)
+    th = threading.Thread(target=lambda: out.update(self._lesson(image, target, weight, subsets, style)), daemon=True)
     th.start(); out["thread"] = th
     return out
 
@@ -325,6 +433,7 @@ def save(self:SceneLearner, path) -> Path:
     i, a = self._nets
     t = {f"interactive.{k}": v.detach().cpu().contiguous() for k, v in i.state_dict().items()}
     t.update({f"automatic.{k}": v.detach().cpu().contiguous() for k, v in a.state_dict().items()})
+    if self.region: t["region_style"] = torch.from_numpy(np.stack(self.region))   # what the tiles taught look like
     meta = dict(format=_FORMAT, lessons=str(self.lessons), options=json.dumps(self.options),
                 interactive=i.name, automatic=a.name, interactive_config=json.dumps(i.config, default=list),
                 automatic_config=json.dumps(a.config, default=list),
@@ -361,7 +470,8 @@ def restore(self:SceneLearner, path) -> SceneLearner:
             raise ValueError(f"{path}: its {name} network does not fit the base {net.name!r} network")
         net.load_state_dict(state); nets.append(net.eval())
     pair = self._pair(*nets)
-    with self._lock: self._nets, self._predict, self.lessons = tuple(nets), pair, int(meta.get("lessons", 0))
+    region = [r.numpy() for r in t["region_style"]] if "region_style" in t else []
+    with self._lock: self._nets, self._predict, self.lessons, self.region, self._routes = tuple(nets), pair, int(meta.get("lessons", 0)), region, {}
     self.memory = []
     return self
 
@@ -369,7 +479,7 @@ def restore(self:SceneLearner, path) -> SceneLearner:
 def reset(self:SceneLearner):
     "Forget every lesson: the shipped pair again, exactly."
     i, a = self._base_nets()
-    with self._lock: self._nets, self._predict, self.lessons = (i, a), self._shipped, 0
+    with self._lock: self._nets, self._predict, self.lessons, self.region, self._routes = (i, a), self._shipped, 0, [], {}
     self.log = []
 
 # %% ../nbs/19_adapt.ipynb #651ba3cb
@@ -442,8 +552,11 @@ def sequential_benchmark(region, # tile records of one region, in order (`region
         for name, l in (("fresh", fresh), ("adapted", ad)):
             d = annotate(l, im, gt, fr, kind, r["stem"], seed)[1]
             forget += [dict(learner=name, source=r["source"], stem=r["stem"], round=i, dice=v) for i, v in enumerate(d)]
+    routed = lambda ims: float(np.mean([ad.in_region(im) for im in ims])) if ims else None   # share the learnt pair answers
     opts = dict(k=k, teach_rounds=teach_rounds, rounds=rounds, kind=kind, target=target, n_test=len(tests), forget_round=fr,
                 n_other=len({f["stem"] for f in forget}),
+                **(dict(in_region_measured=routed([im for _, im, _ in tests]),
+                        in_region_other=routed([load(r)[0] for r in other or []])) if ad.options["scope"] == "region" else {}),
                 learner=dict(ad.options, interactive=str(ad.paths[0]), automatic=str(ad.paths[1]),   # every option of the learner,
                              anchors=len(ad.anchors)))                                                # so a result says how it was made
     return dict(tiles=pd.DataFrame(rows), curve=pd.DataFrame(curve), lessons=pd.DataFrame(lessons),
@@ -458,6 +571,8 @@ def sequential_summary(res:dict) -> dict:
                draft_fresh=float(piv.loc["fresh", 0]), draft_adapted=float(piv.loc["adapted", 0]),
                strokes_fresh=float(st["fresh"]), strokes_adapted=float(st["adapted"]))
     for r in piv.columns[1:]: out[f"dice{r}_fresh"], out[f"dice{r}_adapted"] = float(piv.loc["fresh", r]), float(piv.loc["adapted", r])
+    for k in ("in_region_measured", "in_region_other"):
+        if o.get(k) is not None: out[k] = o[k]   # scope "region": the share of tiles the learnt pair answered
     if len(res["forgetting"]):
         f = res["forgetting"]; f = f[f["round"] == f["round"].max()]      # the Dice after `forget_round` rounds
         f = f.pivot_table(index="source", columns="learner", values="dice")

@@ -420,6 +420,8 @@ def eval_params(argv) -> tuple[dict, Path]: # (options for roadgie.evaluation.ru
                    "shipped one); --model names its interactive network")
     g.add_argument("--merge", choices=["never", "learnt", "always"], default="never", help="keep each stroke's changes local "
                    "in the learner's sessions (roadgie.interactive.merge_local): never (default), once it has learnt, always")
+    g.add_argument("--scope", choices=["everywhere", "region"], default="everywhere", help="where the learnt pair answers: "
+                   "everywhere (default), or only on tiles that look like those taught (region: the shipped pair elsewhere)")
     g.add_argument("--region-splits", default="val,test", help="comma-separated splits the region's tiles come from (default "
                    "val,test; add train when neither network was trained on the source)")
     a = ap.parse_args(argv)
@@ -471,6 +473,14 @@ def sequential_params(a) -> tuple[dict, Path]: # (options for roadgie.adapt.sequ
     learner = {k: weights(o, v) for k, o, v in (("interactive", "--model", a.model), ("automatic", "--automatic", a.automatic)) if v}
     if anchors: learner["anchors"] = anchors
     if a.merge != "never": learner["merge"] = a.merge
+    if a.scope != "everywhere":
+        from roadgie.adapt import home_path
+        from roadgie.model import AUTOMATIC_PATH
+        home = home_path(learner.get("automatic") or AUTOMATIC_PATH)
+        if not anchors and not home.is_file():
+            raise CliError(f"--scope region: no {home} beside the automatic network, so nothing says how the places it was "
+                           "trained on look; give --anchors N, or write that file with roadgie.adapt.write_home")
+        learner["scope"] = a.scope
     name = a.name or f"sequential-{src}" + (f"-{a.prefix}" if a.prefix else "")
     return dict(sequential=True, region=region, other=other, k=a.teach, teach_rounds=a.teach_rounds, rounds=a.rounds,
                 kind=a.prompt, learner=learner or None), run_dir(a.out, name)
