@@ -182,9 +182,10 @@ class SceneLearner:
 
     @property
     def local_merge(self) -> bool:
-        "Whether sessions using the learner keep each stroke's changes local (`roadgie.interactive.merge_local`)."
+        "Whether sessions using the learner keep each stroke's changes local (`roadgie.interactive.merge_local`), for the tile it predicted last."
         m = self.options["merge"]
-        return m == "always" or (m == "learnt" and self.lessons > 0 and self._route is not False)
+        if self.lessons > 0 and self._route is False: return False   # scope "region", a tile sent home: the shipped pair's way
+        return m == "always" or (m == "learnt" and self.lessons > 0)
     @property
     def interactive(self): return self._nets[0]
     @property
