@@ -1,6 +1,7 @@
 """The documentation site, built and opened in a real browser.
 
-Build it with `python tests/test_docs.py --build` (what .ci/run does; about 2-3 minutes on 2 cores):
+Build it with `python tests/test_docs.py --build` (about 7 minutes on 2 cores; `--if-stale` keeps a build of the current
+sources, which is how .ci/run reuses the one its test command's pytest made):
 
 1. every notebook of nbs/ runs, as `nbdev_test` runs it (cells flagged slow, gpu or browser, `eval: false` cells and
    the `nbdev_export()` cell are skipped), each in its own process with nbs/ as its working directory, into a copy with
