@@ -87,7 +87,10 @@ def test_cli_workers_interrupted_and_resumed(scene, tmp_path):
     out = tmp_path / "o"
     exe = [sys.executable, "-c", "from roadgie.cli import segment; segment()", str(p), "--out", str(out), "--workers", "2",
            "--window", "128", "--overlap", "16"]
-    proc = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as in a terminal, where Ctrl-C reaches Python: a shell running this test in the background (`cmd &`, no job
+    # control) ignores SIGINT, its children inherit that, and Python then never raises KeyboardInterrupt
+    proc = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     blocks, t0 = tmp_path / ".o.blocks" / "scene", time.time()
     # stop it once the first block is predicted (a_*), when most of the run is still ahead: a block's last task (c_*)
     # comes late, and on an idle machine the run can end before an interrupt sent then arrives
