@@ -340,8 +340,6 @@ def _raw_draft(a, image_t) -> torch.Tensor:
     return a(torch.cat([image_t, image_t.new_zeros(B, 3, H, W)], 1)) + float(a.logit_offset)
 
 # %% ../nbs/19_adapt.ipynb #87d6f866
-from fastcore.basics import patch
-
 @patch
 def _lesson(self:SceneLearner, image, target, weight, subsets, style=None) -> dict:
     "Train copies of both networks on one session (and crops of earlier ones); swap them in when both losses stayed finite."
@@ -546,18 +544,19 @@ def sequential_benchmark(region, # tile records of one region, in order (`region
         for r, im, gt in tests:
             _, d = annotate(l, im, gt, rounds, kind, r["stem"], seed)
             rows += [dict(learner=name, source=r["source"], stem=r["stem"], round=i, dice=v) for i, v in enumerate(d)]
-    forget, fr = [], min(int(forget_round), rounds)
+    forget, fr, home = [], min(int(forget_round), rounds), []
+    region_scope = ad.options["scope"] == "region"
     for r in other or []:
         im, gt = load(r)
         if not gt.any(): continue
+        if region_scope: home.append(not ad.in_region(im))
         for name, l in (("fresh", fresh), ("adapted", ad)):
             d = annotate(l, im, gt, fr, kind, r["stem"], seed)[1]
             forget += [dict(learner=name, source=r["source"], stem=r["stem"], round=i, dice=v) for i, v in enumerate(d)]
-    routed = lambda ims: float(np.mean([ad.in_region(im) for im in ims])) if ims else None   # share the learnt pair answers
     opts = dict(k=k, teach_rounds=teach_rounds, rounds=rounds, kind=kind, target=target, n_test=len(tests), forget_round=fr,
                 n_other=len({f["stem"] for f in forget}),
-                **(dict(in_region_measured=routed([im for _, im, _ in tests]),
-                        in_region_other=routed([load(r)[0] for r in other or []])) if ad.options["scope"] == "region" else {}),
+                **(dict(in_region_measured=float(np.mean([ad.in_region(im) for _, im, _ in tests])),   # shares the learnt pair answers
+                        in_region_other=1 - float(np.mean(home)) if home else None) if region_scope else {}),
                 learner=dict(ad.options, interactive=str(ad.paths[0]), automatic=str(ad.paths[1]),   # every option of the learner,
                              anchors=len(ad.anchors)))                                                # so a result says how it was made
     return dict(tiles=pd.DataFrame(rows), curve=pd.DataFrame(curve), lessons=pd.DataFrame(lessons),
